@@ -1,0 +1,32 @@
+"""Diorama's model folders, registered with ComfyUI so extra_model_paths.yaml can add to them."""
+from __future__ import annotations
+
+import os
+
+import folder_paths
+
+DEPTH_FOLDER = "depth_estimation"
+
+
+def register_model_folders() -> None:
+    """Add the default folders after any the user configured, never replacing them."""
+    folder_paths.add_model_folder_path(DEPTH_FOLDER, os.path.join(folder_paths.models_dir, DEPTH_FOLDER))
+
+
+def transformers_folders(folder_name: str) -> list[str]:
+    """Model folders (holding config.json) under a registered folder, relative to it."""
+    configs = [f for f in folder_paths.get_filename_list(folder_name) if os.path.basename(f) == "config.json"]
+    return sorted({os.path.dirname(f).replace(os.sep, "/") for f in configs if os.path.dirname(f)})
+
+
+def resolve_transformers_folder(folder_name: str, name: str) -> str:
+    """Absolute path of a listed model folder, or an error naming every folder searched."""
+    for root in folder_paths.get_folder_paths(folder_name):
+        candidate = os.path.join(root, name)
+        if os.path.isfile(os.path.join(candidate, "config.json")):
+            return candidate
+    searched = ", ".join(folder_paths.get_folder_paths(folder_name))
+    raise FileNotFoundError(
+        f"model folder {name!r} (a transformers folder with config.json and model.safetensors) was not found "
+        f"in the {folder_name!r} model folders: {searched}"
+    )

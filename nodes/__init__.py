@@ -1,0 +1,18 @@
+"""Diorama's ComfyUI nodes (thin V3 wrappers over ops/ and loaders/)."""
+from .depth import DepthEstimate, DepthFromImage, DepthModelLoader
+from .geometry import DepthAwarePaste, DepthFuse, DetailMap, ShapeMask
+from .placement import PlacementFromBox, PlacementFromMask
+from .scene import BundledScene
+
+NODES = [
+    BundledScene,
+    DepthModelLoader,
+    DepthEstimate,
+    DepthFromImage,
+    PlacementFromBox,
+    PlacementFromMask,
+    DepthFuse,
+    ShapeMask,
+    DetailMap,
+    DepthAwarePaste,
+]

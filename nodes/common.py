@@ -1,0 +1,30 @@
+"""What every Diorama node shares: custom socket types, device placement and batch loops."""
+from __future__ import annotations
+
+from typing import Callable, TypeVar
+
+import comfy.model_management
+import comfy.utils
+import torch
+from comfy_api.latest import io
+
+DepthSocket = io.Custom("DIORAMA_DEPTH")
+PlacementSocket = io.Custom("DIORAMA_PLACEMENT")
+DepthModelSocket = io.Custom("DIORAMA_DEPTH_MODEL")
+
+CATEGORY = "Diorama"
+T = TypeVar("T")
+
+
+def intermediate(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.to(comfy.model_management.intermediate_device())
+
+
+def for_each_item(batch: int, work: Callable[[int], T]) -> list[T]:
+    """Run `work` per batch item with a progress bar (also ComfyUI's cancel point)."""
+    progress = comfy.utils.ProgressBar(batch)
+    results = []
+    for index in range(batch):
+        results.append(work(index))
+        progress.update(1)
+    return results

@@ -1,0 +1,1 @@
+"""Headless execution of Diorama workflows through ComfyUI's own executor."""
