@@ -93,7 +93,7 @@ case "$cmd" in
         exec "$PY" -m diorama.run "$REPO/example_workflows/depth_aware_paste.json" \
             --output "$REPO/output" "$@" ;;
     run) setup; exec "$PY" -m diorama.run "$@" ;;
-    test) setup; cd "$REPO"; exec "$PY" -m pytest tests "$@" ;;
+    test) setup; cd "$REPO"; exec "$PY" -m pytest "$@" ;;
     bench) setup; cd "$REPO"; exec "$PY" -m bench "$@" ;;
     server)
         setup

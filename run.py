@@ -39,8 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="assignments", action="append", default=[], metavar="NODE.INPUT=VALUE",
                         help="override an input; NODE is a node id or title, VALUE is JSON or plain text")
     parser.add_argument("--output", help="folder for output files (default: ComfyUI's output folder)")
+    parser.add_argument("--verbose", action="store_true", help="show ComfyUI's start-up log")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # ComfyUI warns about every optional node it cannot import; that is noise for a headless run.
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
 
     try:
         data = load_workflow(args.workflow)

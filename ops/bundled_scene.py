@@ -14,7 +14,7 @@ from .render import Box, Camera, Plane, Render, Sphere, render
 
 FIELD_OF_VIEW_DEG = 70.0
 CRATE_INSTANCE = 10
-CRATE_TARGET = (1.05, 0.95, 5.0)
+CRATE_TARGET = (1.5, 0.95, 5.0)
 CRATE = Box(centre=CRATE_TARGET, size=(0.9, 1.1, 0.9), colour=(0.85, 0.35, 0.2), yaw_deg=25.0, stripes=0.15,
             instance=CRATE_INSTANCE)
 ROOM = [

@@ -17,8 +17,10 @@ def feathered_alpha(visible: torch.Tensor, feather_px: float) -> torch.Tensor:
     sigma = feather_px / 2
     size = 2 * int(3 * sigma) + 1
     blurred = kornia.filters.gaussian_blur2d(visible.unsqueeze(1), (size, size), (sigma, sigma))[:, 0]
-    # Blur spreads half the edge outwards; doubling and clipping keeps the core opaque.
-    return (2 * blurred - 1).clamp(0, 1) * visible
+    # Blur spreads half the edge outwards; doubling and clipping keeps the core opaque
+    # (snapped to 1 there, as the kernel's float normalisation leaves 1 - 1e-7).
+    alpha = (2 * blurred - 1).clamp(0, 1)
+    return torch.where(alpha > 1 - 1e-4, torch.ones_like(alpha), alpha) * visible
 
 
 def surrounding_ring(mask: torch.Tensor, width: int) -> torch.Tensor:

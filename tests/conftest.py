@@ -1,0 +1,48 @@
+"""Boots ComfyUI once per test session, in this process, with Diorama linked into a throw-away
+base directory (custom_nodes/, models/, input/, output/), so tests never touch a user's folders."""
+from __future__ import annotations
+
+import atexit
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BASE_DIR = Path(tempfile.mkdtemp(prefix="diorama-tests-"))
+(BASE_DIR / "custom_nodes").mkdir()
+(BASE_DIR / "custom_nodes" / "diorama").symlink_to(REPO)
+for folder in ("models", "input", "output", "temp", "user"):
+    (BASE_DIR / folder).mkdir()
+atexit.register(shutil.rmtree, BASE_DIR, ignore_errors=True)
+# `import diorama` resolves to this checkout for the pure-ops tests.
+sys.path.insert(0, str(BASE_DIR / "custom_nodes"))
+
+from diorama.runner.boot import boot_comfyui  # noqa: E402
+
+boot_comfyui(base_directory=str(BASE_DIR))
+
+
+@pytest.fixture(scope="session")
+def base_dir() -> Path:
+    return BASE_DIR
+
+
+@pytest.fixture
+def run_prompt():
+    """Execute an API prompt through ComfyUI's PromptExecutor; returns the ExecutionReport."""
+    from diorama.runner.execute import execute_prompt
+
+    return execute_prompt
+
+
+@pytest.fixture(scope="session")
+def node_class():
+    import nodes
+
+    def lookup(name: str):
+        return nodes.NODE_CLASS_MAPPINGS[name]
+
+    return lookup

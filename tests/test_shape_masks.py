@@ -1,0 +1,48 @@
+"""IMPRINT's four shape-mask levels."""
+import math
+
+import pytest
+import torch
+
+from diorama.ops.placement import mask_bounding_box
+from diorama.ops.shape_masks import convex_hull_mask, shape_mask
+
+
+def l_shape() -> torch.Tensor:
+    mask = torch.zeros(1, 80, 80)
+    mask[0, 10:70, 10:25] = 1  # vertical bar
+    mask[0, 55:70, 10:60] = 1  # foot
+    return mask
+
+
+def test_levels_nest_from_silhouette_to_box():
+    mask = l_shape()
+    levels = [shape_mask(mask, level)[0] for level in range(4)]
+    assert torch.equal(levels[3], mask[0])
+    for finer, coarser in zip(levels[3:0:-1], levels[2::-1]):
+        assert bool((coarser >= finer).all()), "each level must contain the finer ones"
+        assert coarser.sum() > finer.sum()
+    x0, y0, x1, y1 = mask_bounding_box(levels[1])
+    assert levels[0].sum() == (x1 - x0) * (y1 - y0), "level 0 is the box around level 1"
+
+
+def test_convex_hull_fills_the_concave_corner_of_an_l():
+    hull = convex_hull_mask(l_shape()[0])
+    # The hull of the L is the pentagon through (10,10) (25,10) (60,55) (60,70) (10,70) (pixel corners):
+    # the point (40, 45) lies under the diagonal from (25,10) to (60,55), so inside; (50, 20) is above it.
+    assert hull[45, 40] == 1 and hull[20, 50] == 0
+    assert hull[12, 12] == 1 and hull[68, 58] == 1
+
+
+def test_hull_of_a_disk_is_the_disk():
+    yy, xx = torch.meshgrid(torch.arange(101.0), torch.arange(101.0), indexing="ij")
+    disk = (((xx - 50) ** 2 + (yy - 50) ** 2) <= 30 ** 2).float()
+    hull = convex_hull_mask(disk)
+    assert bool((hull >= disk).all())
+    assert float(hull.sum() - disk.sum()) / float(disk.sum()) < 0.02
+    assert abs(float(disk.sum()) - math.pi * 900) / (math.pi * 900) < 0.02
+
+
+def test_unknown_level_is_a_clear_error():
+    with pytest.raises(ValueError, match="level 4 is unknown"):
+        shape_mask(l_shape(), 4)
