@@ -10,6 +10,8 @@ import comfy.model_management
 import comfy.model_patcher
 import torch
 
+from .patching import model_patcher
+
 log = logging.getLogger(__name__)
 
 SUPPORTED = {"depth_anything": "DepthAnythingForDepthEstimation", "dpt": "DPTForDepthEstimation"}
@@ -27,19 +29,19 @@ class Preprocessing:
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
     @staticmethod
-    def from_folder(folder: str) -> "Preprocessing":
+    def from_folder(folder: str, model_type: str) -> "Preprocessing":
+        defaults = DEFAULT_PREPROCESSING[model_type]
         path = os.path.join(folder, "preprocessor_config.json")
         if not os.path.isfile(path):
-            return Preprocessing()
+            return defaults
         with open(path) as f:
             config = json.load(f)
         size = config.get("size", {})
-        defaults = Preprocessing()
         return Preprocessing(
             height=int(size.get("height", defaults.height)),
             width=int(size.get("width", defaults.width)),
             keep_aspect_ratio=bool(config.get("keep_aspect_ratio", defaults.keep_aspect_ratio)),
-            multiple_of=int(config.get("ensure_multiple_of", 1)),
+            multiple_of=int(config.get("ensure_multiple_of", defaults.multiple_of)),
             mean=tuple(config.get("image_mean", defaults.mean)),
             std=tuple(config.get("image_std", defaults.std)),
         )
@@ -57,6 +59,15 @@ class Preprocessing:
             return max(self.multiple_of, round(value / self.multiple_of) * self.multiple_of)
 
         return multiple(scale_h * height), multiple(scale_w * width)
+
+
+# What the published processors use when a folder ships no preprocessor_config.json:
+# Depth Anything V2 (518, aspect kept, multiple of 14, ImageNet statistics) and DPT-Large/MiDaS
+# (384 square, mean = std = 0.5); transformers' DPT only runs square inputs.
+DEFAULT_PREPROCESSING = {
+    "depth_anything": Preprocessing(),
+    "dpt": Preprocessing(384, 384, False, 1, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+}
 
 
 @dataclass(frozen=True)
@@ -82,13 +93,9 @@ def load_depth_model(folder: str) -> DepthModel:
     model = model_class.from_pretrained(folder, local_files_only=True, use_safetensors=True, torch_dtype=torch.float32)
     model.eval()
     kind = "metric" if config_dict.get("depth_estimation_type") == "metric" else "disparity"
-    patcher = comfy.model_patcher.ModelPatcher(
-        model,
-        load_device=comfy.model_management.get_torch_device(),
-        offload_device=comfy.model_management.unet_offload_device(),
-    )
+    patcher = model_patcher(model)
     log.info("loaded %s depth model from %s (%s output)", model_type, folder, kind)
-    return DepthModel(patcher, kind, Preprocessing.from_folder(folder), os.path.basename(folder.rstrip("/")))
+    return DepthModel(patcher, kind, Preprocessing.from_folder(folder, model_type), os.path.basename(folder.rstrip("/")))
 
 
 def estimate_depth(model: DepthModel, image: torch.Tensor) -> torch.Tensor:

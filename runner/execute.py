@@ -63,9 +63,10 @@ def validate(prompt: dict) -> list[str]:
     import execution
 
     valid, error, outputs, node_errors = asyncio.run(execution.validate_prompt(str(uuid.uuid4()), prompt, None))
-    if valid:
+    # ComfyUI runs the outputs that did validate; a headless run of a whole workflow must not.
+    if valid and not node_errors:
         return outputs
-    lines = [f"{error['message']}: {error['details']}"]
+    lines = [f"{error['message']}: {error['details']}" if error else "some nodes failed validation:"]
     for node_id, info in node_errors.items():
         for reason in info["errors"]:
             lines.append(f"  node {node_id} ({info['class_type']}): {reason['message']}: {reason['details']}")

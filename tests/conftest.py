@@ -30,7 +30,7 @@ def base_dir() -> Path:
     return BASE_DIR
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def run_prompt():
     """Execute an API prompt through ComfyUI's PromptExecutor; returns the ExecutionReport."""
     from diorama.runner.execute import execute_prompt
