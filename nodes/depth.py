@@ -7,7 +7,7 @@ from comfy_api.latest import io
 from ..loaders.depth_models import estimate_depth, load_depth_model
 from ..loaders.model_folders import DEPTH_FOLDER, resolve_transformers_folder, transformers_folders
 from ..ops.checks import as_rgb_batch
-from ..ops.depth_map import DepthMap, depth_hint
+from ..ops.depth_map import checked_depth, depth_hint
 from .common import CATEGORY, DepthModelSocket, DepthSocket, for_each_item, intermediate
 
 FROM_IMAGE_MEANINGS = ("disparity (white = near)", "metric (white = max_metres)")
@@ -62,7 +62,7 @@ class DepthEstimate(io.ComfyNode):
         if depth_model.kind == "metric":
             # Bicubic upsampling can undershoot next to sharp near edges; metric depth must stay positive.
             values = values.clamp_min(1e-3)
-        depth = DepthMap(values, depth_model.kind)
+        depth = checked_depth(values, depth_model.kind, "estimated depth")
         return io.NodeOutput(depth, intermediate(depth_hint(depth)))
 
 
@@ -95,5 +95,5 @@ class DepthFromImage(io.ComfyNode):
             if bool((values <= 0).any()):
                 raise ValueError("depth_image has black pixels, which would be 0 m in metric depth; "
                                  "metric depth must be > 0 everywhere (use 'disparity' for relative depth images)")
-            return io.NodeOutput(DepthMap(intermediate(values * max_metres), "metric"))
-        return io.NodeOutput(DepthMap(intermediate(values), "disparity"))
+            return io.NodeOutput(checked_depth(intermediate(values * max_metres), "metric", "depth_image"))
+        return io.NodeOutput(checked_depth(intermediate(values), "disparity", "depth_image"))

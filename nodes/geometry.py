@@ -95,7 +95,7 @@ class ShapeMask(io.ComfyNode):
         height, width = placement.image_size
         box = placement.pixel_box(height, width)
         masks = for_each_item(mask.shape[0], lambda i: shape_mask(
-            place_object(None, mask[i:i + 1], box, (height, width)).mask, level))
+            place_object(None, mask[i:i + 1], box, (height, width)), level))
         return io.NodeOutput(intermediate(torch.cat(masks)))
 
 
@@ -175,8 +175,8 @@ class DepthAwarePaste(io.ComfyNode):
 
         def paste(i: int):
             placed = place_object(obj[i:i + 1], mask[i:i + 1], box, (height, width))
-            visible = placed.mask > 0.5 if visible_mask is None else expand_batch(visible_mask, batch)[i:i + 1] > 0.5
-            return depth_aware_paste(background[i:i + 1], placed, visible.float(), feather_px, colour_match)
+            visible = placed.canvas_mask() if visible_mask is None else expand_batch(visible_mask, batch)[i:i + 1]
+            return depth_aware_paste(background[i:i + 1], placed, (visible > 0.5).float(), feather_px, colour_match)
 
         results = for_each_item(batch, paste)
         return io.NodeOutput(intermediate(torch.cat([r[0] for r in results])),

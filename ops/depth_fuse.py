@@ -36,8 +36,12 @@ def fuse_object_depth(background: DepthMap, placed: PlacedObject, target_depth: 
         raise ValueError("the placed object carries no depth; give the object's depth map")
     if background.kind == "metric" and target_depth <= 0:
         raise ValueError(f"placement depth {target_depth:.4g} m is not > 0; metric depth must be positive")
+    rows, cols = placed.window.slices
+    scene = background.values[:, rows, cols]
     object_depth = scale_object_depth(placed.depth, placed.mask, target_depth)
-    covered = placed.mask > 0.5
-    visible = covered & nearer(object_depth, background.values, background.kind)
-    fused = torch.where(visible, object_depth, background.values)
-    return DepthMap(fused, background.kind), visible.float()
+    seen = (placed.mask > 0.5) & nearer(object_depth, scene, background.kind)
+    fused = background.values.clone()
+    fused[:, rows, cols] = torch.where(seen, object_depth, scene)
+    visible = torch.zeros_like(background.values)
+    visible[:, rows, cols] = seen.to(visible.dtype)
+    return DepthMap(fused, background.kind), visible

@@ -25,9 +25,17 @@ class DepthMap:
             raise ValueError(f"depth kind {self.kind!r} is unknown; expected one of {KINDS}")
         if self.values.ndim != 3:
             raise ValueError(f"depth values must be [batch, height, width], got shape {tuple(self.values.shape)}")
-        require_finite(self.values, f"{self.kind} depth")
-        if self.kind == "metric" and bool((self.values <= 0).any()):
-            raise ValueError(f"metric depth must be > 0 metres everywhere; minimum is {float(self.values.min()):.4g}")
+
+
+def checked_depth(values: torch.Tensor, kind: str, name: str) -> DepthMap:
+    """A DepthMap from numbers that come from outside (a model, another pack): finite, metric > 0.
+
+    Maps derived from checked maps inside Diorama need no second pass over every pixel.
+    """
+    require_finite(values, name)
+    if kind == "metric" and bool((values <= 0).any()):
+        raise ValueError(f"{name}: metric depth must be > 0 metres everywhere; minimum is {float(values.min()):.4g}")
+    return DepthMap(values, kind)
 
 
 def nearer(a: torch.Tensor, b: torch.Tensor, kind: str) -> torch.Tensor:
@@ -47,5 +55,5 @@ def depth_hint(depth: DepthMap) -> torch.Tensor:
     """
     near = nearness(depth)
     low, high = near.min(), near.max()
-    scaled = (near - low) / (high - low) if high > low else torch.zeros_like(near)
+    scaled = (near - low) * (1 / (high - low)) if high > low else torch.zeros_like(near)
     return scaled.unsqueeze(-1).expand(-1, -1, -1, 3).contiguous()

@@ -7,14 +7,23 @@ import torch
 import torch.nn.functional as F
 
 from .placement import mask_bounding_box
+from .window import Window, on_canvas
 
 
 @dataclass(frozen=True)
 class PlacedObject:
-    image: torch.Tensor | None  # [B, H, W, 3] on the canvas, zero outside the object
-    mask: torch.Tensor  # [B, H, W] coverage 0..1 on the canvas
-    depth: torch.Tensor | None  # [B, H, W] the object's own depth where mask > 0, else 0
+    """The object's layers over `window`, the part of the canvas it covers (never the whole photo)."""
+
+    image: torch.Tensor | None  # [B, h, w, 3], zero outside the object
+    mask: torch.Tensor  # [B, h, w] coverage 0..1
+    depth: torch.Tensor | None  # [B, h, w] the object's own depth where mask > 0, else 0
     region: tuple[int, int, int, int]  # pixel rectangle the object was fitted into (may exceed the canvas)
+    window: Window  # region ∩ canvas
+    canvas_hw: tuple[int, int]
+
+    def canvas_mask(self) -> torch.Tensor:
+        """[B,H,W] coverage on the full canvas."""
+        return on_canvas(self.mask, self.window, self.canvas_hw)
 
 
 def fit_in_box(src_w: int, src_h: int, box: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
@@ -35,40 +44,30 @@ def _resize(t: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 def place_object(image: torch.Tensor | None, mask: torch.Tensor, box: tuple[int, int, int, int],
                  canvas_hw: tuple[int, int], depth: torch.Tensor | None = None) -> PlacedObject:
-    """Cut the object to its mask's bounding box and place it in `box` of a canvas.
+    """Cut the object to its mask's bounding box and fit it into `box` of a canvas.
 
-    image [B,h,w,3] (optional), mask [B,h,w], depth [B,h,w] (optional). All batch items share the union
-    bounding box so one rectangle serves the batch. Depth is resized weighted by the mask, so
-    the object's depth never mixes with whatever surrounded it in the source image.
+    image [B,h,w,3] (optional), mask [B,h,w], depth [B,h,w] (optional). All batch items share the
+    union bounding box so one rectangle serves the batch. Image and depth are resized weighted by
+    the mask, so the object never mixes with whatever surrounded it in its source photo.
     """
-    union = mask.amax(dim=0)
-    sx0, sy0, sx1, sy1 = mask_bounding_box(union)
+    sx0, sy0, sx1, sy1 = mask_bounding_box(mask.amax(dim=0))
     region = fit_in_box(sx1 - sx0, sy1 - sy0, box)
     rx0, ry0, rx1, ry1 = region
+    height, width = canvas_hw
+    window = Window(max(ry0, 0), min(ry1, height), max(rx0, 0), min(rx1, width))
+    if window.y1 <= window.y0 or window.x1 <= window.x0:
+        raise ValueError(f"the placed object {region} does not overlap the {width}x{height} background")
     size = (ry1 - ry0, rx1 - rx0)
     crop_mask = mask[:, sy0:sy1, sx0:sx1].unsqueeze(1)
-    placed_mask = _resize(crop_mask, size).clamp(0, 1)
+    fitted_mask = _resize(crop_mask, size).clamp(0, 1)
+    inside = (slice(None), slice(None), slice(window.y0 - ry0, window.y1 - ry0), slice(window.x0 - rx0, window.x1 - rx0))
+    placed_mask = fitted_mask[inside]
+    covered = placed_mask > 0
 
-    def resized_inside_mask(layer: torch.Tensor) -> torch.Tensor:
-        return _resize(layer[:, :, sy0:sy1, sx0:sx1] * crop_mask, size) / placed_mask.clamp_min(1e-6)
+    def fitted(layer: torch.Tensor) -> torch.Tensor:
+        resized = _resize(layer[:, :, sy0:sy1, sx0:sx1] * crop_mask, size) / fitted_mask.clamp_min(1e-6)
+        return resized[inside] * covered
 
-    height, width = canvas_hw
-    # Part of the region may lie outside the canvas: paste only the overlap.
-    cx0, cy0, cx1, cy1 = max(rx0, 0), max(ry0, 0), min(rx1, width), min(ry1, height)
-    if cx1 <= cx0 or cy1 <= cy0:
-        raise ValueError(f"the placed object {region} does not overlap the {width}x{height} background")
-    window = (slice(None), slice(None), slice(cy0 - ry0, cy1 - ry0), slice(cx0 - rx0, cx1 - rx0))
-
-    def on_canvas(layer: torch.Tensor) -> torch.Tensor:
-        canvas = layer.new_zeros(layer.shape[0], layer.shape[1], height, width)
-        canvas[:, :, cy0:cy1, cx0:cx1] = layer[window]
-        return canvas
-
-    canvas_mask = on_canvas(placed_mask)
-    covered = canvas_mask > 0
-    placed_image = placed_depth = None
-    if image is not None:
-        placed_image = (on_canvas(resized_inside_mask(image.permute(0, 3, 1, 2)).clamp(0, 1)) * covered).permute(0, 2, 3, 1)
-    if depth is not None:
-        placed_depth = (on_canvas(resized_inside_mask(depth.unsqueeze(1))) * covered)[:, 0]
-    return PlacedObject(image=placed_image, mask=canvas_mask[:, 0], depth=placed_depth, region=region)
+    placed_image = None if image is None else fitted(image.permute(0, 3, 1, 2)).clamp(0, 1).permute(0, 2, 3, 1)
+    placed_depth = None if depth is None else fitted(depth.unsqueeze(1))[:, 0]
+    return PlacedObject(placed_image, placed_mask[:, 0], placed_depth, region, window, canvas_hw)

@@ -6,12 +6,13 @@ import torch
 
 from .object_layer import PlacedObject
 from .shape_masks import dilate
+from .window import move_to_window, on_canvas
 
 LUMA = (0.299, 0.587, 0.114)
 
 
 def feathered_alpha(visible: torch.Tensor, feather_px: float) -> torch.Tensor:
-    """Soft alpha that fades towards the visible region's edge and is exactly 0 outside it."""
+    """Soft alpha [B,H,W] that fades towards the visible region's edge and is exactly 0 outside it."""
     if feather_px <= 0:
         return visible
     sigma = feather_px / 2
@@ -50,17 +51,22 @@ def harmonise_colour(obj: torch.Tensor, obj_mask: torch.Tensor, background: torc
 
 def depth_aware_paste(background: torch.Tensor, placed: PlacedObject, visible: torch.Tensor,
                       feather_px: float = 2.0, colour_match: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
-    """background [B,H,W,3], visible [B,H,W] → (composite IMAGE, alpha MASK).
+    """background [B,H,W,3], visible [B,H,W] canvas mask → (composite IMAGE, alpha MASK).
 
-    Pixels with alpha 0 are returned bit-identical to the background.
+    Work happens in a window around the object; every pixel with alpha 0 is returned
+    bit-identical to the background.
     """
-    alpha = feathered_alpha(visible * (placed.mask > 0.5), feather_px)
-    ring_width = max(2, round(0.05 * max(placed.region[2] - placed.region[0], placed.region[3] - placed.region[1])))
+    rx0, ry0, rx1, ry1 = placed.region
+    ring_width = max(2, round(0.05 * max(rx1 - rx0, ry1 - ry0)))
+    work = placed.window.grown(max(ring_width, int(1.5 * feather_px)) + 1, placed.canvas_hw)
+    rows, cols = work.slices
+    obj_mask = move_to_window((placed.mask > 0.5).float(), placed.window, work)
+    obj_image = move_to_window(placed.image.permute(0, 3, 1, 2), placed.window, work).permute(0, 2, 3, 1)
+    alpha = feathered_alpha(visible[:, rows, cols] * obj_mask, feather_px)
     composite = background.clone()
     for i in range(background.shape[0]):
-        obj_mask = (placed.mask[i] > 0.5).float()
-        obj = harmonise_colour(placed.image[i], obj_mask, background[i], surrounding_ring(obj_mask, ring_width), colour_match)
+        scene = background[i, rows, cols]
+        obj = harmonise_colour(obj_image[i], obj_mask[i], scene, surrounding_ring(obj_mask[i], ring_width), colour_match)
         a = alpha[i][..., None]
-        blended = background[i] * (1 - a) + obj * a
-        composite[i] = torch.where(a > 0, blended, background[i])
-    return composite, alpha
+        composite[i, rows, cols] = torch.where(a > 0, scene * (1 - a) + obj * a, scene)
+    return composite, on_canvas(alpha, work, placed.canvas_hw)

@@ -34,10 +34,10 @@ def test_visible_mask_matches_rendered_visibility(name, kind, source_resolution)
 def test_cases_cover_occlusion_both_ways():
     behind = insertion_case("behind")
     _, visible, placed = fuse_case(behind, "metric")
-    assert visible.sum() < 0.9 * (placed.mask > 0.5).sum(), "behind the table the crate must be partly hidden"
+    assert visible.sum() < 0.9 * (placed.canvas_mask() > 0.5).sum(), "behind the table the crate must be partly hidden"
     in_front = insertion_case("in_front")
     _, visible, placed = fuse_case(in_front, "metric")
-    assert torch.equal(visible, (placed.mask[0] > 0.5).float()), "in front, the whole crate must be visible"
+    assert torch.equal(visible, (placed.canvas_mask()[0] > 0.5).float()), "in front, the whole crate must be visible"
     cabinet = in_front.background_instance == 5
     assert (visible.bool() & cabinet).sum() > 100, "in front, the crate must hide part of the cabinet"
 

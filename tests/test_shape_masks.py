@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from diorama.ops.placement import mask_bounding_box
-from diorama.ops.shape_masks import convex_hull_mask, shape_mask
+from diorama.ops.object_layer import place_object
+from diorama.ops.shape_masks import convex_hull_mask, dilate, shape_mask, shape_mask_levels
 
 
 def l_shape() -> torch.Tensor:
@@ -17,7 +18,9 @@ def l_shape() -> torch.Tensor:
 
 def test_levels_nest_from_silhouette_to_box():
     mask = l_shape()
-    levels = [shape_mask(mask, level)[0] for level in range(4)]
+    # Placed into a box of its own size at its own place, the object lands exactly on itself.
+    placed = place_object(None, mask, mask_bounding_box(mask[0]), (80, 80))
+    levels = [shape_mask(placed, level)[0] for level in range(4)]
     assert torch.equal(levels[3], mask[0])
     for finer, coarser in zip(levels[3:0:-1], levels[2::-1]):
         assert bool((coarser >= finer).all()), "each level must contain the finer ones"
@@ -43,6 +46,22 @@ def test_hull_of_a_disk_is_the_disk():
     assert abs(float(disk.sum()) - math.pi * 900) / (math.pi * 900) < 0.02
 
 
+def test_levels_near_the_canvas_border_are_clipped_not_shifted():
+    mask = torch.zeros(1, 40, 40)
+    mask[0, 30:40, 0:12] = 1
+    placed = place_object(None, mask, (0, 30, 12, 40), (40, 40))
+    assert torch.equal(shape_mask(placed, 3)[0], mask[0])
+    assert torch.equal(shape_mask(placed, 2)[0], shape_mask_levels(mask[0], 2))
+
+
+def test_integral_dilation_equals_max_pooling():
+    mask = (torch.rand(50, 60) > 0.97).float()
+    pooled = torch.nn.functional.max_pool2d(mask[None, None], 9, stride=1, padding=4)[0, 0]
+    assert torch.equal(dilate(mask, 4), pooled)
+
+
 def test_unknown_level_is_a_clear_error():
+    mask = l_shape()
+    placed = place_object(None, mask, mask_bounding_box(mask[0]), (80, 80))
     with pytest.raises(ValueError, match="level 4 is unknown"):
-        shape_mask(l_shape(), 4)
+        shape_mask(placed, 4)
