@@ -36,18 +36,32 @@ def dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
 def convex_hull_mask(mask: torch.Tensor, directions: int = HULL_DIRECTIONS) -> torch.Tensor:
     """Intersection of the mask's supporting half-planes in `directions` directions.
 
-    With enough directions this is the convex hull up to a pixel; it never cuts the mask.
+    With enough directions this is the convex hull up to a pixel; it never cuts the mask. Only
+    each row's leftmost and rightmost pixel can support a half-plane, and each half-plane bounds
+    a row to an interval, so the work is rows × directions plus one pass to fill the intervals.
     """
     x0, y0, x1, y1 = mask_bounding_box(mask)
     crop = mask[y0:y1, x0:x1] > 0.5
-    ys = torch.arange(y1 - y0, dtype=torch.float32, device=mask.device)[:, None]
-    xs = torch.arange(x1 - x0, dtype=torch.float32, device=mask.device)[None, :]
-    inside = torch.ones_like(crop)
-    for k in range(directions):
-        angle = 2 * math.pi * k / directions
-        projection = xs * math.cos(angle) + ys * math.sin(angle)
-        support = projection[crop].max()
-        inside &= projection <= support + 1e-4
+    width = x1 - x0
+    xs = torch.arange(width, dtype=torch.float64, device=mask.device)
+    ys = torch.arange(y1 - y0, dtype=torch.float64, device=mask.device)
+    occupied = crop.any(dim=1)
+    left = torch.where(crop, xs, torch.full_like(xs, float(width))).amin(dim=1)[occupied]
+    right = torch.where(crop, xs, torch.full_like(xs, -1.0)).amax(dim=1)[occupied]
+    angles = torch.arange(directions, dtype=torch.float64, device=mask.device) * (2 * math.pi / directions)
+    cos, sin = angles.cos(), angles.sin()
+    # Support of each direction over the row extremes: h_k = max_y max(x_l c_k, x_r c_k) + y s_k.
+    support = (torch.maximum(left[:, None] * cos, right[:, None] * cos) + ys[occupied][:, None] * sin).amax(dim=0)
+    # Row y satisfies x c_k <= h_k - y s_k: an upper bound on x where c_k > 0, a lower one where c_k < 0.
+    limit = (support[None, :] - ys[:, None] * sin[None, :] + 1e-6)
+    tiny = cos.abs() < 1e-9
+    bound = limit / torch.where(tiny, torch.ones_like(cos), cos)
+    inf = torch.full_like(bound, float("inf"))
+    upper = torch.where(cos > 1e-9, bound, inf).amin(dim=1)
+    lower = torch.where(cos < -1e-9, bound, -inf).amax(dim=1)
+    # Directions along the rows (c_k = 0) exclude whole rows beyond the support.
+    row_ok = torch.where(tiny[None, :], limit >= 0, torch.ones_like(limit, dtype=torch.bool)).all(dim=1)
+    inside = (xs[None, :] >= lower[:, None]) & (xs[None, :] <= upper[:, None]) & row_ok[:, None]
     hull = torch.zeros_like(mask)
     hull[y0:y1, x0:x1] = inside.to(mask.dtype)
     return hull

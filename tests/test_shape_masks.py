@@ -65,3 +65,24 @@ def test_unknown_level_is_a_clear_error():
     placed = place_object(None, mask, mask_bounding_box(mask[0]), (80, 80))
     with pytest.raises(ValueError, match="level 4 is unknown"):
         shape_mask(placed, 4)
+
+
+def test_hull_contains_scipy_convex_hull_and_barely_exceeds_it():
+    from scipy.spatial import ConvexHull, Delaunay
+
+    generator = torch.Generator().manual_seed(3)
+    mask = torch.zeros(90, 120)
+    for _ in range(4):  # a few scattered blobs: a very non-convex mask
+        cy, cx = torch.randint(10, 80, (1,), generator=generator).item(), torch.randint(10, 110, (1,), generator=generator).item()
+        mask[cy - 5:cy + 5, cx - 7:cx + 7] = 1
+    points = torch.nonzero(mask > 0.5).double().numpy()
+    grid = torch.stack(torch.meshgrid(torch.arange(90.0), torch.arange(120.0), indexing="ij"), -1).reshape(-1, 2).numpy()
+    exact = torch.from_numpy(Delaunay(points).find_simplex(grid) >= 0).reshape(90, 120)
+    hull = convex_hull_mask(mask) > 0.5
+    assert bool((hull | ~exact).all()), "the hull must contain the exact convex hull"
+    # 32 directions stay within D·(1/cos(π/32) − 1) ≈ 0.005·D of the true hull, plus a pixel of
+    # rasterisation: the excess area is under 1.5 px times the hull's perimeter.
+    perimeter = ConvexHull(points).area
+    assert float(hull.sum() - exact.sum()) <= 1.5 * perimeter
+    x0, y0, x1, y1 = mask_bounding_box(mask)
+    assert float(hull.sum()) < 0.8 * (x1 - x0) * (y1 - y0), "a box is not a hull"

@@ -1,0 +1,97 @@
+"""Geometry nodes (DepthFuse + ShapeMask + DetailMap + DepthAwarePaste) at 512² … 4096², each
+as a ratio to one forward of a real-size Depth Anything V2-Small (random weights) at 518²,
+measured side by side in this run, with the process's peak memory.
+
+Target (issue 2): at 1024² the geometry nodes together cost under 5% of that forward.
+"""
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import time
+
+import torch
+
+
+def median_seconds(work, repeats: int) -> float:
+    work()  # warm-up: first calls allocate and pick kernels
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def depth_anything_v2_small():
+    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
+
+    # The published depth-anything-v2-small configuration (ViT-S/14 backbone, DPT head).
+    backbone = Dinov2Config(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, patch_size=14,
+                            image_size=518, out_features=["stage3", "stage6", "stage9", "stage12"],
+                            reshape_hidden_states=False, layerscale_value=1.0)
+    config = DepthAnythingConfig(backbone_config=backbone, fusion_hidden_size=64, head_hidden_size=32,
+                                 neck_hidden_sizes=[48, 96, 192, 384], reassemble_hidden_size=384)
+    return DepthAnythingForDepthEstimation(config).eval()
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024, 2048, 4096])
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+
+    from diorama.runner.boot import boot_comfyui
+
+    boot_comfyui()
+    import nodes
+
+    node = nodes.NODE_CLASS_MAPPINGS
+    torch.manual_seed(0)
+    model = depth_anything_v2_small()
+    pixels = torch.rand(1, 3, 518, 518)
+    with torch.inference_mode():
+        forward = median_seconds(lambda: model(pixel_values=pixels), max(3, args.repeats // 2))
+    print(f"Depth Anything V2-Small forward at 518² (random weights): {forward * 1000:.1f} ms")
+    print(f"threads: {torch.get_num_threads()}")
+
+    scene = node["DioramaBundledScene"].execute(512, 512, 256).result
+    _, _, obj, obj_mask, obj_depth, _, _ = scene
+    rows = []
+    for size in args.sizes:
+        background = torch.nn.functional.interpolate(scene[0].permute(0, 3, 1, 2), size=(size, size)).permute(0, 2, 3, 1)
+        depth_image = torch.nn.functional.interpolate(scene[1].values[:, None] / 12, size=(size, size))[:, 0, ..., None]
+        background_depth = node["DioramaDepthFromImage"].execute(depth_image.expand(-1, -1, -1, 3), "metric (white = max_metres)", 12.0).result[0]
+        placement = node["DioramaPlacementFromBox"].execute(background, 0.55, 0.35, 0.8, 0.75, "fractions", "value", 5.0, "metric").result[0]
+        visible = node["DioramaDepthFuse"].execute(background_depth, obj_depth, obj_mask, placement).result[1]
+        steps = {
+            "DepthFuse": lambda: node["DioramaDepthFuse"].execute(background_depth, obj_depth, obj_mask, placement),
+            "ShapeMask(1)": lambda: node["DioramaShapeMask"].execute(obj_mask, placement, 1),
+            "DetailMap": lambda: node["DioramaDetailMap"].execute(obj, obj_mask, 50 / 255, 2),
+            "DepthAwarePaste": lambda: node["DioramaDepthAwarePaste"].execute(background, obj, obj_mask, placement, 2.0, 0.5,
+                                                                            visible_mask=visible),
+        }
+        with torch.inference_mode():
+            seconds = {name: median_seconds(work, args.repeats) for name, work in steps.items()}
+        total = sum(seconds.values())
+        rows.append((size, seconds, total, peak_rss_mib()))
+
+    names = list(rows[0][1])
+    header = f"{'size':>6} " + " ".join(f"{n:>16}" for n in names) + f" {'total ms':>9} {'/ DA-V2-S':>9} {'peak RSS MiB':>13}"
+    print(header)
+    for size, seconds, total, peak in rows:
+        cells = " ".join(f"{seconds[n] * 1000:>16.1f}" for n in names)
+        print(f"{size:>5}² {cells} {total * 1000:>9.1f} {total / forward:>8.1%} {peak:>13.0f}")
+    at_1024 = next((total for size, _, total, _ in rows if size == 1024), None)
+    if at_1024 is not None:
+        verdict = "met" if at_1024 / forward < 0.05 else "NOT met"
+        print(f"target at 1024²: geometry < 5% of the depth forward — {verdict} ({at_1024 / forward:.1%})")
+
+
+if __name__ == "__main__":
+    main()
