@@ -7,6 +7,7 @@
 #   ./dev.sh bench                the benchmarks in bench/
 #   ./dev.sh run WORKFLOW.json [--set NODE.INPUT=VALUE ...] [--output DIR]
 #   ./dev.sh server [PORT]        the ComfyUI server with Diorama loaded
+#   ./dev.sh python ARGS...       the host's python with Diorama importable (e.g. scripts/make_thumbnails.py)
 #   ./dev.sh setup                only the set-up
 #
 # COMFYUI_PATH=/path/to/ComfyUI uses that ComfyUI and the python on PATH (or $PYTHON) instead of
@@ -95,11 +96,12 @@ case "$cmd" in
     run) setup; exec "$PY" -m diorama.run "$@" ;;
     test) setup; cd "$REPO"; exec "$PY" -m pytest "$@" ;;
     bench) setup; cd "$REPO"; exec "$PY" -m bench "$@" ;;
+    python) setup; cd "$REPO"; exec "$PY" "$@" ;;
     server)
         setup
         exec "$PY" "$COMFY_DIR/main.py" --listen 127.0.0.1 --port "${1:-8188}" \
             --disable-auto-launch --base-directory "$BASE_DIR" --database-url sqlite:///:memory: \
             $("$PY" -c "import comfyui_frontend_package" 2>/dev/null || { mkdir -p "$BASE_DIR/web"; echo --front-end-root "$BASE_DIR/web"; }) \
             $("$PY" -c 'import torch; print("" if torch.cuda.is_available() else "--cpu --use-pytorch-cross-attention")') ;;
-    *) sed -n '2,13p' "$0"; exit 2 ;;
+    *) sed -n '2,14p' "$0"; exit 2 ;;
 esac

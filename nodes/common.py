@@ -28,3 +28,8 @@ def for_each_item(batch: int, work: Callable[[int], T]) -> list[T]:
         results.append(work(index))
         progress.update(1)
     return results
+
+
+def concat_batch(items: list[torch.Tensor]) -> torch.Tensor:
+    """Per-item results back into one batch (without a copy when there is one item)."""
+    return items[0] if len(items) == 1 else torch.cat(items)

@@ -8,7 +8,7 @@ from ..loaders.depth_models import estimate_depth, load_depth_model
 from ..loaders.model_folders import DEPTH_FOLDER, resolve_transformers_folder, transformers_folders
 from ..ops.checks import as_rgb_batch
 from ..ops.depth_map import checked_depth, depth_hint
-from .common import CATEGORY, DepthModelSocket, DepthSocket, for_each_item, intermediate
+from .common import CATEGORY, DepthModelSocket, DepthSocket, concat_batch, for_each_item, intermediate
 
 FROM_IMAGE_MEANINGS = ("disparity (white = near)", "metric (white = max_metres)")
 
@@ -58,7 +58,7 @@ class DepthEstimate(io.ComfyNode):
     def execute(cls, depth_model, image: torch.Tensor) -> io.NodeOutput:
         image = as_rgb_batch(image, "image")
         maps = for_each_item(image.shape[0], lambda i: estimate_depth(depth_model, image[i:i + 1]))
-        values = torch.cat(maps)
+        values = concat_batch(maps)
         if depth_model.kind == "metric":
             # Bicubic upsampling can undershoot next to sharp near edges; metric depth must stay positive.
             values = values.clamp_min(1e-3)

@@ -13,7 +13,7 @@ from ..ops.object_layer import place_object
 from ..ops.paste import depth_aware_paste
 from ..ops.placement import Placement
 from ..ops.shape_masks import shape_mask
-from .common import CATEGORY, DepthSocket, PlacementSocket, for_each_item, intermediate
+from .common import CATEGORY, DepthSocket, PlacementSocket, concat_batch, for_each_item, intermediate
 
 
 def _object_inputs(mask: torch.Tensor, name: str = "object_mask") -> torch.Tensor:
@@ -66,8 +66,8 @@ class DepthFuse(io.ComfyNode):
             return fuse_object_depth(DepthMap(background[i:i + 1], background_depth.kind), placed, placement.depth)
 
         results = for_each_item(batch, fuse)
-        fused = DepthMap(intermediate(torch.cat([r[0].values for r in results])), background_depth.kind)
-        visible = intermediate(torch.cat([r[1] for r in results]))
+        fused = DepthMap(intermediate(concat_batch([r[0].values for r in results])), background_depth.kind)
+        visible = intermediate(concat_batch([r[1] for r in results]))
         return io.NodeOutput(fused, visible, intermediate(depth_hint(fused)))
 
 
@@ -96,7 +96,7 @@ class ShapeMask(io.ComfyNode):
         box = placement.pixel_box(height, width)
         masks = for_each_item(mask.shape[0], lambda i: shape_mask(
             place_object(None, mask[i:i + 1], box, (height, width)), level))
-        return io.NodeOutput(intermediate(torch.cat(masks)))
+        return io.NodeOutput(intermediate(concat_batch(masks)))
 
 
 class DetailMap(io.ComfyNode):
@@ -125,7 +125,7 @@ class DetailMap(io.ComfyNode):
         batch = common_batch({"image": image.shape[0], "mask": mask.shape[0]})
         image, mask = expand_batch(image, batch), expand_batch(mask, batch)
         maps = for_each_item(batch, lambda i: detail_map(image[i:i + 1], mask[i:i + 1], threshold, erode_px))
-        return io.NodeOutput(intermediate(torch.cat(maps)))
+        return io.NodeOutput(intermediate(concat_batch(maps)))
 
 
 class DepthAwarePaste(io.ComfyNode):
@@ -179,5 +179,5 @@ class DepthAwarePaste(io.ComfyNode):
             return depth_aware_paste(background[i:i + 1], placed, (visible > 0.5).float(), feather_px, colour_match)
 
         results = for_each_item(batch, paste)
-        return io.NodeOutput(intermediate(torch.cat([r[0] for r in results])),
-                             intermediate(torch.cat([r[1] for r in results])))
+        return io.NodeOutput(intermediate(concat_batch([r[0] for r in results])),
+                             intermediate(concat_batch([r[1] for r in results])))
