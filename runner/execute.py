@@ -76,8 +76,6 @@ def validate(prompt: dict) -> list[str]:
 
 def execute_prompt(prompt: dict, executor=None) -> ExecutionReport:
     """Validate and execute one API prompt; a node failure raises WorkflowError naming the node."""
-    import execution
-
     outputs = validate(prompt)
     if executor is None:
         executor = new_executor()
