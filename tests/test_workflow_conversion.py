@@ -26,6 +26,12 @@ def test_example_workflow_converts_to_the_expected_prompt():
         "4": {"class_type": "SaveImage", "inputs": {"filename_prefix": "depth_aware_paste", "images": ["3", 0]}},
         "5": {"class_type": "PreviewImage", "inputs": {"images": ["2", 2]}},
         "6": {"class_type": "PreviewImage", "inputs": {"images": ["1", 6]}},
+        "8": {"class_type": "DioramaShapeMask", "inputs": {"object_mask": ["1", 3], "placement": ["1", 5], "level": 1}},
+        "9": {"class_type": "MaskToImage", "inputs": {"mask": ["8", 0]}},
+        "10": {"class_type": "PreviewImage", "inputs": {"images": ["9", 0]}},
+        "11": {"class_type": "DioramaDetailMap", "inputs": {"image": ["1", 2], "mask": ["1", 3],
+                                                           "threshold": 50 / 255, "erode_px": 2}},
+        "12": {"class_type": "PreviewImage", "inputs": {"images": ["11", 0]}},
     }
     assert strip_meta(ui_to_api(ui)) == expected
 
