@@ -1,4 +1,5 @@
 """Diorama's ComfyUI nodes (thin V3 wrappers over ops/ and loaders/)."""
+from .composite import CompositeSample, CompositeWindowNode, CropToWindow
 from .depth import DepthEstimate, DepthFromImage, DepthModelLoader
 from .geometry import DepthAwarePaste, DepthFuse, DetailMap, ShapeMask
 from .placement import PlacementFromBox, PlacementFromMask
@@ -15,4 +16,7 @@ NODES = [
     ShapeMask,
     DetailMap,
     DepthAwarePaste,
+    CompositeWindowNode,
+    CropToWindow,
+    CompositeSample,
 ]

@@ -12,7 +12,7 @@ from ..ops.detail_map import detail_map
 from ..ops.object_layer import place_object
 from ..ops.paste import depth_aware_paste
 from ..ops.placement import Placement
-from ..ops.shape_masks import shape_mask
+from ..ops.shape_masks import shape_mask, without_occluders
 from .common import CATEGORY, DepthSocket, PlacementSocket, concat_batch, for_each_item, intermediate
 
 
@@ -85,18 +85,36 @@ class ShapeMask(io.ComfyNode):
                 PlacementSocket.Input("placement", tooltip="Where the object goes."),
                 io.Int.Input("level", default=2, min=0, max=3,
                              tooltip="0 = bounding box, 1 = convex hull, 2 = dilated silhouette, 3 = exact silhouette."),
+                DepthSocket.Input("background_depth", optional=True,
+                                  tooltip="With visible_mask: cut out scene content in front of the object, so a blend "
+                                          "mask never lets the generator paint over what hides the object."),
+                io.Mask.Input("visible_mask", optional=True, tooltip="From DepthFuse: where the object is visible."),
             ],
             outputs=[io.Mask.Output("mask", tooltip="The mask on the background's canvas.")],
         )
 
     @classmethod
-    def execute(cls, object_mask, placement: Placement, level: int) -> io.NodeOutput:
+    def execute(cls, object_mask, placement: Placement, level: int, background_depth: DepthMap | None = None,
+                visible_mask=None) -> io.NodeOutput:
         mask = _object_inputs(object_mask)
         height, width = placement.image_size
         box = placement.pixel_box(height, width)
-        masks = for_each_item(mask.shape[0], lambda i: shape_mask(
-            place_object(None, mask[i:i + 1], box, (height, width)), level))
-        return io.NodeOutput(intermediate(concat_batch(masks)))
+        masks = concat_batch(for_each_item(mask.shape[0], lambda i: shape_mask(
+            place_object(None, mask[i:i + 1], box, (height, width)), level)))
+        if (background_depth is None) != (visible_mask is None):
+            raise ValueError("give both background_depth and visible_mask (to keep occluders out of the mask) or neither")
+        if background_depth is not None:
+            if background_depth.kind != placement.depth_kind:
+                raise ValueError(f"background_depth is {background_depth.kind!r} but the placement depth is "
+                                 f"{placement.depth_kind!r}; they must match")
+            visible = as_mask_batch(visible_mask, "visible_mask")
+            require_same_size(background_depth.values, visible, "background_depth", "visible_mask")
+            require_same_size(masks, visible, "shape mask (placement size)", "visible_mask")
+            batch = common_batch({"object_mask": masks.shape[0], "background_depth": background_depth.values.shape[0],
+                                  "visible_mask": visible.shape[0]})
+            masks = without_occluders(expand_batch(masks, batch), expand_batch(background_depth.values, batch),
+                                      background_depth.kind, placement.depth, expand_batch(visible, batch))
+        return io.NodeOutput(intermediate(masks))
 
 
 class DetailMap(io.ComfyNode):

@@ -11,6 +11,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .depth_map import nearer
 from .object_layer import PlacedObject
 from .placement import mask_bounding_box
 from .window import move_to_window, on_canvas
@@ -94,3 +95,13 @@ def shape_mask(placed: PlacedObject, level: int) -> torch.Tensor:
     silhouettes = move_to_window((placed.mask > 0.5).float(), placed.window, work)
     levels = torch.stack([shape_mask_levels(s, level) for s in silhouettes])
     return on_canvas(levels, work, placed.canvas_hw)
+
+
+def without_occluders(mask: torch.Tensor, background_depth: torch.Tensor, kind: str, placement_depth: float,
+                      visible: torch.Tensor) -> torch.Tensor:
+    """The mask minus scene content in front of the object: where the background is nearer than the
+    placement depth and the object is not visible. Coarse levels may then grow around the object
+    without letting a generator paint over what hides it. [B,H,W] tensors."""
+    target = torch.full_like(background_depth, placement_depth)
+    occluder = nearer(background_depth, target, kind) & (visible <= 0.5)
+    return mask * (~occluder).to(mask.dtype)

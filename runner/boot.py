@@ -58,4 +58,8 @@ def boot_comfyui(base_directory: str | None = None, output_directory: str | None
     import nodes
 
     asyncio.run(nodes.init_extra_nodes(init_custom_nodes=True, init_api_nodes=False))
+    # ComfyUI only logs a custom node pack that fails to import; a headless run must not go on without it.
+    if not any(name.startswith("Diorama") for name in nodes.NODE_CLASS_MAPPINGS):
+        raise RuntimeError("the Diorama nodes did not load into ComfyUI (run with --verbose to see why); "
+                           f"custom node folders searched: {folder_paths.get_folder_paths('custom_nodes')}")
     nodes._diorama_booted = True

@@ -1,12 +1,16 @@
 """Regenerate every example workflow's same-name .jpg from the workflow's own output.
 
-    ./dev.sh python scripts/make_thumbnails.py
+    ./dev.sh python scripts/make_thumbnails.py [--test-models]
 
 ComfyUI's template browser shows the .jpg beside each workflow JSON. The picture is the first
-image a SaveImage node of the workflow writes.
+image a SaveImage node of the workflow writes. Workflows run with the models in ComfyUI's model
+folders; `--test-models` runs them instead in a throw-away base folder holding the tests' tiny
+random-weight models under the same names (the pictures then show where the composite changes
+the photo, not what real weights would paint).
 """
 from __future__ import annotations
 
+import argparse
 import sys
 import tempfile
 from pathlib import Path
@@ -17,19 +21,35 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--test-models", action="store_true", help="use the tests' tiny random-weight models")
+    args = parser.parse_args()
     from diorama.runner.boot import boot_comfyui
     from diorama.runner.execute import execute_prompt
     from diorama.runner.workflow import load_workflow, to_api_prompt
 
-    with tempfile.TemporaryDirectory() as output:
-        boot_comfyui(output_directory=output)
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
+        base = None
+        if args.test_models:
+            base = scratch / "base"
+            (base / "custom_nodes").mkdir(parents=True)
+            (base / "custom_nodes" / "diorama").symlink_to(REPO)
+        boot_comfyui(base_directory=str(base) if base else None, output_directory=str(scratch / "output"))
+        if args.test_models:
+            sys.path.insert(0, str(REPO / "tests"))
+            import tiny_sd
+
+            tiny_sd.write_checkpoint(base / "models" / "checkpoints" / tiny_sd.CHECKPOINT)
+            tiny_sd.write_checkpoint(base / "models" / "checkpoints" / tiny_sd.INPAINTING, in_channels=9, seed=3)
+            tiny_sd.write_controlnet(base / "models" / "controlnet" / tiny_sd.DEPTH_CONTROLNET)
         for workflow in sorted((REPO / "example_workflows").glob("*.json")):
             report = execute_prompt(to_api_prompt(load_workflow(workflow)))
             saved = [image for out in report.outputs.values() for image in out.get("images", []) if image.get("type") == "output"]
             if not saved:
                 sys.stderr.write(f"{workflow.name}: no SaveImage output to make a thumbnail from\n")
                 return 1
-            picture = Image.open(Path(output) / saved[0].get("subfolder", "") / saved[0]["filename"]).convert("RGB")
+            picture = Image.open(scratch / "output" / saved[0].get("subfolder", "") / saved[0]["filename"]).convert("RGB")
             picture.thumbnail((512, 512))
             picture.save(workflow.with_suffix(".jpg"), quality=88)
             sys.stdout.write(f"wrote {workflow.with_suffix('.jpg').relative_to(REPO)}\n")

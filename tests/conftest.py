@@ -46,3 +46,16 @@ def node_class():
         return nodes.NODE_CLASS_MAPPINGS[name]
 
     return lookup
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_models(base_dir):
+    """Tiny SD1.5-shaped checkpoints under the names the example workflows use (see tiny_sd.py)."""
+    import tiny_sd
+
+    names = {
+        "checkpoint": tiny_sd.write_checkpoint(base_dir / "models" / "checkpoints" / tiny_sd.CHECKPOINT).name,
+        "inpainting": tiny_sd.write_checkpoint(base_dir / "models" / "checkpoints" / tiny_sd.INPAINTING, in_channels=9, seed=3).name,
+        "controlnet": tiny_sd.write_controlnet(base_dir / "models" / "controlnet" / tiny_sd.DEPTH_CONTROLNET).name,
+    }
+    return names

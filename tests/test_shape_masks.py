@@ -86,3 +86,17 @@ def test_hull_contains_scipy_convex_hull_and_barely_exceeds_it():
     assert float(hull.sum() - exact.sum()) <= 1.5 * perimeter
     x0, y0, x1, y1 = mask_bounding_box(mask)
     assert float(hull.sum()) < 0.8 * (x1 - x0) * (y1 - y0), "a box is not a hull"
+
+
+def test_occluders_are_cut_out_and_the_visible_object_kept():
+    from diorama.ops.shape_masks import without_occluders
+
+    # A 1-D scene: background at 2 m (a table) on the left, 9 m (a wall) on the right; the object
+    # stands at 5 m over columns 2..7 and is visible only where the wall is behind it.
+    depth = torch.tensor([[[2.0, 2.0, 2.0, 2.0, 9.0, 9.0, 9.0, 9.0, 9.0, 9.0]]])
+    visible = torch.tensor([[[0, 0, 0, 0, 1, 1, 1, 1, 0, 0]]], dtype=torch.float32)
+    coarse = torch.ones(1, 1, 10)
+    kept = without_occluders(coarse, depth, "metric", 5.0, visible)
+    assert kept.tolist() == [[[0, 0, 0, 0, 1, 1, 1, 1, 1, 1]]]
+    disparity = without_occluders(coarse, 1 / depth, "disparity", 1 / 5.0, visible)
+    assert torch.equal(disparity, kept)
