@@ -1,8 +1,11 @@
-"""Geometry nodes (DepthFuse + ShapeMask + DetailMap + DepthAwarePaste) at 512² … 4096², each
-as a ratio to one forward of a real-size Depth Anything V2-Small (random weights) at 518²,
-measured side by side in this run, with the process's peak memory.
+"""Diorama's benchmarks; every ratio is measured side by side in one run.
 
-Target (issue 2): at 1024² the geometry nodes together cost under 5% of that forward.
+geometry: DepthFuse + ShapeMask + DetailMap + DepthAwarePaste at 512² … 4096², each as a ratio to
+one forward of a real-size Depth Anything V2-Small (random weights) at 518². Target: under 5% of
+that forward at 1024².
+composite: CompositeSample on a 512² and a 4096² background with the same object (target ratio
+≤ 1.15: cost follows the window), and its overhead over plain VAEEncode + KSampler + VAEDecode
+on the same window (target ≤ 5%), on a tiny SD1.5-shaped checkpoint; peak memory.
 """
 from __future__ import annotations
 
@@ -42,6 +45,7 @@ def peak_rss_mib() -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("which", nargs="*", choices=["geometry", "composite"], default=["geometry", "composite"])
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024, 2048, 4096])
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
@@ -51,19 +55,27 @@ def main() -> None:
     boot_comfyui()
     import nodes
 
-    node = nodes.NODE_CLASS_MAPPINGS
+    if "geometry" in args.which:
+        bench_geometry(nodes.NODE_CLASS_MAPPINGS, args.sizes, args.repeats)
+    if "composite" in args.which:
+        from .composite import bench_composite
+
+        bench_composite(nodes.NODE_CLASS_MAPPINGS, max(3, args.repeats // 2))
+
+
+def bench_geometry(node: dict, sizes: list[int], repeats: int) -> None:
     torch.manual_seed(0)
     model = depth_anything_v2_small()
     pixels = torch.rand(1, 3, 518, 518)
     with torch.inference_mode():
-        forward = median_seconds(lambda: model(pixel_values=pixels), max(3, args.repeats // 2))
+        forward = median_seconds(lambda: model(pixel_values=pixels), max(3, repeats // 2))
     print(f"Depth Anything V2-Small forward at 518² (random weights): {forward * 1000:.1f} ms")
     print(f"threads: {torch.get_num_threads()}")
 
     scene = node["DioramaBundledScene"].execute(512, 512, 256).result
     _, _, obj, obj_mask, obj_depth, _, _ = scene
     rows = []
-    for size in args.sizes:
+    for size in sizes:
         background = torch.nn.functional.interpolate(scene[0].permute(0, 3, 1, 2), size=(size, size)).permute(0, 2, 3, 1)
         depth_image = torch.nn.functional.interpolate(scene[1].values[:, None] / 12, size=(size, size))[:, 0, ..., None]
         background_depth = node["DioramaDepthFromImage"].execute(depth_image.expand(-1, -1, -1, 3), "metric (white = max_metres)", 12.0).result[0]
@@ -77,7 +89,7 @@ def main() -> None:
                                                                             visible_mask=visible),
         }
         with torch.inference_mode():
-            seconds = {name: median_seconds(work, args.repeats) for name, work in steps.items()}
+            seconds = {name: median_seconds(work, repeats) for name, work in steps.items()}
         total = sum(seconds.values())
         rows.append((size, seconds, total, peak_rss_mib()))
 
