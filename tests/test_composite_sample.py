@@ -181,3 +181,15 @@ def test_vae_and_model_latent_channels_must_match(node_class, sd):
         node_class("DioramaCompositeSample").execute(
             sd["model"], sd["positive"], sd["negative"], vae16, background, window, blend, 0, 2, 5.0, "euler", "normal",
             1.0, 1, 2.0, True)
+
+
+def test_token_conditioning_reaches_the_model(node_class, sd):
+    """Identity or asset tokens arrive as the CONDITIONING tensor itself (any sequence length)."""
+    background, blend = scene(200, 300, (120, 80, 170, 140))
+    window = window_for(node_class, background, blend, sd["vae"])
+    generator = torch.Generator().manual_seed(5)
+    tokens_a = [[torch.randn(1, 257, 768, generator=generator), {}]]
+    tokens_b = [[torch.randn(1, 257, 768, generator=generator), {}]]
+    out_a = sample(node_class, sd, background, blend, window, positive=tokens_a)[2]
+    out_b = sample(node_class, sd, background, blend, window, positive=tokens_b)[2]
+    assert not torch.allclose(out_a, out_b)
