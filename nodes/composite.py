@@ -198,7 +198,7 @@ class CompositeSample(io.ComfyNode):
         items = max(batch, batch_size)
         background, blend = expand_batch(background, items), expand_batch(blend, items)
         start = background if init_image is None else expand_batch(init_image, items)
-        seeds = [seed] * items if batch_size == 1 else [seed + i for i in range(items)]
+        seeds = [seed] * items if batch_size == 1 else [(seed + i) % 2**64 for i in range(items)]
 
         window_pixels = crop_image(start, window)
         window_mask = crop_plane(blend, window).clamp(0, 1)
