@@ -6,32 +6,29 @@ import os
 import sys
 from pathlib import Path
 
-PACK_DIR = Path(__file__).resolve().parents[1]
+_booted = False
 
 
 def find_comfyui_root() -> Path:
     """The ComfyUI tree to run: $DIORAMA_COMFYUI, else the ComfyUI whose custom_nodes/ holds the pack."""
-    searched = []
-    candidates = []
-    if os.environ.get("DIORAMA_COMFYUI"):
-        candidates.append(Path(os.environ["DIORAMA_COMFYUI"]))
-    unresolved = Path(__file__).absolute().parents[1]
-    for pack in (unresolved, PACK_DIR):
+    candidates = [Path(os.environ["DIORAMA_COMFYUI"])] if os.environ.get("DIORAMA_COMFYUI") else []
+    # The pack is often a symlink in custom_nodes/: look beside both its linked and its real path.
+    for pack in (Path(__file__).absolute().parents[1], Path(__file__).resolve().parents[1]):
         if pack.parent.name == "custom_nodes":
             candidates.append(pack.parent.parent)
     for candidate in candidates:
-        searched.append(str(candidate))
         if (candidate / "comfy" / "model_management.py").is_file() and (candidate / "nodes.py").is_file():
             return candidate
     raise RuntimeError(
         "ComfyUI was not found. Set DIORAMA_COMFYUI to a ComfyUI folder (one holding nodes.py and comfy/), "
-        "or run ./dev.sh, which builds one. Searched: " + (", ".join(searched) or "nothing (no candidates)")
+        "or run ./dev.sh, which builds one. Searched: " + (", ".join(map(str, candidates)) or "nothing (no candidates)")
     )
 
 
 def boot_comfyui(base_directory: str | None = None, output_directory: str | None = None) -> None:
     """Import ComfyUI as a library and load its nodes and the custom nodes (once per process)."""
-    if "nodes" in sys.modules and getattr(sys.modules["nodes"], "_diorama_booted", False):
+    global _booted
+    if _booted:
         if output_directory:
             sys.modules["folder_paths"].set_output_directory(os.path.abspath(output_directory))
         return
@@ -62,4 +59,4 @@ def boot_comfyui(base_directory: str | None = None, output_directory: str | None
     if not any(name.startswith("Diorama") for name in nodes.NODE_CLASS_MAPPINGS):
         raise RuntimeError("the Diorama nodes did not load into ComfyUI (run with --verbose to see why); "
                            f"custom node folders searched: {folder_paths.get_folder_paths('custom_nodes')}")
-    nodes._diorama_booted = True
+    _booted = True
