@@ -38,8 +38,10 @@ def main() -> int:
         boot_comfyui(base_directory=str(base) if base else None, output_directory=str(scratch / "output"))
         if args.test_models:
             sys.path.insert(0, str(REPO / "tests"))
+            import tiny_depth
             import tiny_sd
 
+            tiny_depth.write_depth_models(base / "models" / "depth_estimation")
             tiny_sd.write_checkpoint(base / "models" / "checkpoints" / tiny_sd.CHECKPOINT)
             tiny_sd.write_checkpoint(base / "models" / "checkpoints" / tiny_sd.INPAINTING, in_channels=9, seed=3)
             tiny_sd.write_controlnet(base / "models" / "controlnet" / tiny_sd.DEPTH_CONTROLNET)

@@ -59,3 +59,11 @@ def tiny_sd_models(base_dir):
         "controlnet": tiny_sd.write_controlnet(base_dir / "models" / "controlnet" / tiny_sd.DEPTH_CONTROLNET).name,
     }
     return names
+
+
+@pytest.fixture(scope="session")
+def tiny_depth_models(base_dir):
+    """Tiny depth models in models/depth_estimation/ (see tiny_depth.py)."""
+    import tiny_depth
+
+    return tiny_depth.write_depth_models(base_dir / "models" / "depth_estimation")

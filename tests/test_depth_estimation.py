@@ -6,52 +6,12 @@ import pytest
 import torch
 from PIL import Image
 
-MODELS = ("tiny-depth-anything", "tiny-depth-anything-metric", "tiny-dpt")
-
-
-def _depth_anything(metric: bool):
-    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
-
-    backbone = Dinov2Config(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
-                            patch_size=14, image_size=56, out_features=["stage1", "stage2", "stage3", "stage4"],
-                            reshape_hidden_states=False)
-    extra = {"depth_estimation_type": "metric", "max_depth": 20} if metric else {}
-    config = DepthAnythingConfig(backbone_config=backbone, fusion_hidden_size=16, head_hidden_size=8,
-                                 neck_hidden_sizes=[8, 16, 32, 32], reassemble_hidden_size=32, **extra)
-    return DepthAnythingForDepthEstimation(config)
-
-
-def _dpt():
-    from transformers import DPTConfig, DPTForDepthEstimation
-
-    config = DPTConfig(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64, image_size=64,
-                       patch_size=16, neck_hidden_sizes=[8, 16, 32, 32], fusion_hidden_size=16,
-                       backbone_out_indices=[0, 1, 2, 3])
-    return DPTForDepthEstimation(config)
+from tiny_depth import MODELS
 
 
 @pytest.fixture(scope="module")
-def depth_folder(base_dir):
-    from transformers import DPTImageProcessor
-
-    folder = base_dir / "models" / "depth_estimation"
-    torch.manual_seed(0)
-    builders = {MODELS[0]: lambda: _depth_anything(False), MODELS[1]: lambda: _depth_anything(True), MODELS[2]: _dpt}
-    processors = {
-        MODELS[0]: DPTImageProcessor(size={"height": 56, "width": 56}, keep_aspect_ratio=True, ensure_multiple_of=14,
-                                     resample=Image.BICUBIC, image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225]),
-        MODELS[2]: DPTImageProcessor(size={"height": 64, "width": 64}, keep_aspect_ratio=False, ensure_multiple_of=1,
-                                     resample=Image.BICUBIC, image_mean=[0.5] * 3, image_std=[0.5] * 3),
-    }
-    processors[MODELS[1]] = processors[MODELS[0]]
-    for name, build in builders.items():
-        model = build().eval()
-        # Random init gives near-constant heads; spread the last layer so outputs carry image structure.
-        for parameter in model.parameters():
-            parameter.data.normal_(0, 0.2)
-        model.save_pretrained(folder / name)
-        processors[name].save_pretrained(folder / name)
-    return folder
+def depth_folder(tiny_depth_models):
+    return tiny_depth_models
 
 
 def scene_prompt(model_name: str, width: int = 96, height: int = 64) -> dict:
