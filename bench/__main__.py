@@ -10,21 +10,10 @@ on the same window (target ≤ 5%), on a tiny SD1.5-shaped checkpoint; peak memo
 from __future__ import annotations
 
 import argparse
-import resource
-import statistics
-import time
 
 import torch
 
-
-def median_seconds(work, repeats: int) -> float:
-    work()  # warm-up: first calls allocate and pick kernels
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from .measure import median_seconds, peak_rss_mib
 
 
 def depth_anything_v2_small():
@@ -37,10 +26,6 @@ def depth_anything_v2_small():
     config = DepthAnythingConfig(backbone_config=backbone, fusion_hidden_size=64, head_hidden_size=32,
                                  neck_hidden_sizes=[48, 96, 192, 384], reassemble_hidden_size=384)
     return DepthAnythingForDepthEstimation(config).eval()
-
-
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from .__main__ import median_seconds, peak_rss_mib
+from .measure import median_seconds, peak_rss_mib
 
 STEPS = 4
 
@@ -18,10 +18,10 @@ def bench_composite(node: dict, repeats: int) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     import tiny_sd
 
-    scratch = Path(tempfile.mkdtemp(prefix="diorama-bench-"))
-    checkpoint = tiny_sd.write_checkpoint(scratch / tiny_sd.CHECKPOINT)
-    folder_paths.add_model_folder_path("checkpoints", str(scratch))
-    model, clip, vae = node["CheckpointLoaderSimple"]().load_checkpoint(checkpoint.name)[:3]
+    with tempfile.TemporaryDirectory(prefix="diorama-bench-") as scratch:
+        checkpoint = tiny_sd.write_checkpoint(Path(scratch) / tiny_sd.CHECKPOINT)
+        folder_paths.add_model_folder_path("checkpoints", scratch)
+        model, clip, vae = node["CheckpointLoaderSimple"]().load_checkpoint(checkpoint.name)[:3]
     positive = node["CLIPTextEncode"]().encode(clip, "a wooden crate")[0]
     negative = node["CLIPTextEncode"]().encode(clip, "")[0]
 

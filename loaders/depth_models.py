@@ -75,7 +75,6 @@ class DepthModel:
     patcher: comfy.model_patcher.ModelPatcher
     kind: str  # "metric" or "disparity": what the network's output means
     preprocessing: Preprocessing
-    name: str
 
 
 def load_depth_model(folder: str) -> DepthModel:
@@ -95,7 +94,7 @@ def load_depth_model(folder: str) -> DepthModel:
     kind = "metric" if config_dict.get("depth_estimation_type") == "metric" else "disparity"
     patcher = model_patcher(model)
     log.info("loaded %s depth model from %s (%s output)", model_type, folder, kind)
-    return DepthModel(patcher, kind, Preprocessing.from_folder(folder, model_type), os.path.basename(folder.rstrip("/")))
+    return DepthModel(patcher, kind, Preprocessing.from_folder(folder, model_type))
 
 
 def estimate_depth(model: DepthModel, image: torch.Tensor) -> torch.Tensor:

@@ -176,9 +176,7 @@ class CompositeSample(io.ComfyNode):
         require_same_size(background, blend, "background", "blend_mask")
         require_nonempty(blend, "blend_mask")
         rows, cols = window.area.slices
-        outside = blend.clone()
-        outside[:, rows, cols] = 0
-        if bool((outside > 0).any()):
+        if int((blend > 0).sum()) > int((blend[:, rows, cols] > 0).sum()):
             raise ValueError("blend_mask reaches outside the composite window; make the window with a larger expansion "
                              "or from this mask")
         model_channels = model.get_model_object("latent_format").latent_channels
@@ -196,20 +194,22 @@ class CompositeSample(io.ComfyNode):
         if batch > 1 and batch_size > 1:
             raise ValueError(f"give either a batch of {batch} backgrounds or batch_size {batch_size}, not both")
         items = max(batch, batch_size)
-        background, blend = expand_batch(background, items), expand_batch(blend, items)
-        start = background if init_image is None else expand_batch(init_image, items)
         seeds = [seed] * items if batch_size == 1 else [(seed + i) % 2**64 for i in range(items)]
 
-        window_pixels = crop_image(start, window)
-        window_mask = crop_plane(blend, window).clamp(0, 1)
-        latent = vae.encode(window_pixels)
+        # Crop and encode each distinct input once; a batch of seeds shares one encoded window.
+        window_background = crop_image(background, window)
+        window_start = window_background if init_image is None else crop_image(init_image, window)
+        window_blend = crop_plane(blend, window).clamp(0, 1)
+        latent = expand_batch(vae.encode(window_start), items).clone()
         if "masked_image" in getattr(model.model, "concat_keys", ()):
-            positive, negative = inpaint_conditioning(positive, negative, vae, crop_image(background, window), window_mask)
+            # ComfyUI repeats these to the sampled batch itself.
+            positive, negative = inpaint_conditioning(positive, negative, vae, window_background, window_blend)
         samples = comfy.sample.sample(
             model, window_noise(latent, seeds), steps, cfg, sampler_name, scheduler, positive, negative, latent,
-            denoise=denoise, noise_mask=window_mask[:, None], callback=latent_preview.prepare_callback(model, steps),
+            denoise=denoise, noise_mask=expand_batch(window_blend, items)[:, None], callback=latent_preview.prepare_callback(model, steps),
             disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed,
         )
         generated = vae.decode(samples).clamp(0, 1)
-        image = stitch_window(background, generated.to(background.device), blend, window, feather_px, colour_match)
+        image = stitch_window(expand_batch(background, items), generated.to(background.device), expand_batch(blend, items),
+                              window, feather_px, colour_match)
         return io.NodeOutput(intermediate(image), {"samples": intermediate(samples)}, intermediate(generated))

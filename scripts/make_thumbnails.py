@@ -42,9 +42,7 @@ def main() -> int:
             import tiny_sd
 
             tiny_depth.write_depth_models(base / "models" / "depth_estimation")
-            tiny_sd.write_checkpoint(base / "models" / "checkpoints" / tiny_sd.CHECKPOINT)
-            tiny_sd.write_checkpoint(base / "models" / "checkpoints" / tiny_sd.INPAINTING, in_channels=9, seed=3)
-            tiny_sd.write_controlnet(base / "models" / "controlnet" / tiny_sd.DEPTH_CONTROLNET)
+            tiny_sd.write_example_models(base / "models")
         for workflow in sorted((REPO / "example_workflows").glob("*.json")):
             report = execute_prompt(to_api_prompt(load_workflow(workflow)))
             saved = [image for out in report.outputs.values() for image in out.get("images", []) if image.get("type") == "output"]

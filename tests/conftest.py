@@ -53,12 +53,7 @@ def tiny_sd_models(base_dir):
     """Tiny SD1.5-shaped checkpoints under the names the example workflows use (see tiny_sd.py)."""
     import tiny_sd
 
-    names = {
-        "checkpoint": tiny_sd.write_checkpoint(base_dir / "models" / "checkpoints" / tiny_sd.CHECKPOINT).name,
-        "inpainting": tiny_sd.write_checkpoint(base_dir / "models" / "checkpoints" / tiny_sd.INPAINTING, in_channels=9, seed=3).name,
-        "controlnet": tiny_sd.write_controlnet(base_dir / "models" / "controlnet" / tiny_sd.DEPTH_CONTROLNET).name,
-    }
-    return names
+    return tiny_sd.write_example_models(base_dir / "models")
 
 
 @pytest.fixture(scope="session")

@@ -193,3 +193,13 @@ def test_token_conditioning_reaches_the_model(node_class, sd):
     out_a = sample(node_class, sd, background, blend, window, positive=tokens_a)[2]
     out_b = sample(node_class, sd, background, blend, window, positive=tokens_b)[2]
     assert not torch.allclose(out_a, out_b)
+
+
+def test_inpainting_model_with_a_batch_of_seeds(node_class, sd):
+    """The window and its masked-image conditioning are encoded once and shared by every seed."""
+    background, blend = scene(200, 300, (120, 80, 170, 140))
+    window = window_for(node_class, background, blend, sd["vae"])
+    seeds = sample(node_class, sd, background, blend, window, model=sd["inpaint_model"], batch_size=2)[0]
+    single = sample(node_class, sd, background, blend, window, model=sd["inpaint_model"], seed=8)[0]
+    torch.testing.assert_close(seeds[1:], single, atol=1e-4, rtol=1e-4)
+    assert torch.equal(seeds[0][blend[0] == 0], background[0][blend[0] == 0])

@@ -87,3 +87,12 @@ def write_controlnet(path: Path, hint_channels: int = 3, seed: int = 10) -> Path
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in controlnet_state_dict(hint_channels, seed).items()}, str(path))
     return path
+
+
+def write_example_models(models_dir: Path) -> dict[str, str]:
+    """The checkpoints and ControlNet the example workflows load, under their file names."""
+    return {
+        "checkpoint": write_checkpoint(models_dir / "checkpoints" / CHECKPOINT).name,
+        "inpainting": write_checkpoint(models_dir / "checkpoints" / INPAINTING, in_channels=9, seed=3).name,
+        "controlnet": write_controlnet(models_dir / "controlnet" / DEPTH_CONTROLNET).name,
+    }
