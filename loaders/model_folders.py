@@ -6,11 +6,13 @@ import os
 import folder_paths
 
 DEPTH_FOLDER = "depth_estimation"
+IDENTITY_ADAPTER_FOLDER = "identity_adapters"
 
 
 def register_model_folders() -> None:
     """Add the default folders after any the user configured, never replacing them."""
-    folder_paths.add_model_folder_path(DEPTH_FOLDER, os.path.join(folder_paths.models_dir, DEPTH_FOLDER))
+    for folder in (DEPTH_FOLDER, IDENTITY_ADAPTER_FOLDER):
+        folder_paths.add_model_folder_path(folder, os.path.join(folder_paths.models_dir, folder))
 
 
 def transformers_folders(folder_name: str) -> list[str]:
@@ -30,3 +32,12 @@ def resolve_transformers_folder(folder_name: str, name: str) -> str:
         f"model folder {name!r} (a transformers folder with config.json and model.safetensors) was not found "
         f"in the {folder_name!r} model folders: {searched}"
     )
+
+
+def resolve_model_file(folder_name: str, name: str) -> str:
+    """Absolute path of a listed model file, or an error naming every folder searched."""
+    path = folder_paths.get_full_path(folder_name, name)
+    if path is None:
+        searched = ", ".join(folder_paths.get_folder_paths(folder_name))
+        raise FileNotFoundError(f"model file {name!r} was not found in the {folder_name!r} model folders: {searched}")
+    return path

@@ -2,6 +2,7 @@
 from .composite import CompositeSample, CompositeWindowNode, CropToWindow
 from .depth import DepthEstimate, DepthFromImage, DepthModelLoader
 from .geometry import DepthAwarePaste, DepthFuse, DetailMap, ShapeMask
+from .identity import DinoV2Loader, IdentityAdapterLoader, IdentityEncode
 from .placement import PlacementFromBox, PlacementFromMask
 from .scene import BundledScene
 
@@ -19,4 +20,7 @@ NODES = [
     CompositeWindowNode,
     CropToWindow,
     CompositeSample,
+    DinoV2Loader,
+    IdentityAdapterLoader,
+    IdentityEncode,
 ]
