@@ -9,6 +9,7 @@ import node_helpers
 import torch
 from comfy_api.latest import io
 
+from ..ops.bifrost_reference import paste_back
 from ..ops.checks import as_mask_batch, as_rgb_batch, common_batch, expand_batch, require_nonempty, require_same_size
 from ..ops.composite_window import composite_window, crop_image, crop_plane, require_window_fits
 from ..ops.depth_map import DepthMap
@@ -18,6 +19,7 @@ from .common import CATEGORY, DepthSocket, PlacementSocket, intermediate
 
 WindowSocket = io.Custom("DIORAMA_WINDOW")
 DEFAULT_LATENT_FACTOR = 8
+STITCH_MODES = ("blend", "reference paste")
 
 
 def latent_factor(vae) -> int:
@@ -140,8 +142,9 @@ class CompositeSample(io.ComfyNode):
                 io.Vae.Input("vae", tooltip="The model's VAE."),
                 io.Image.Input("background", tooltip="The full-size photo (a batch composites each)."),
                 WindowSocket.Input("window", tooltip="From Diorama Composite Window, made from this background."),
-                io.Mask.Input("blend_mask", tooltip="Full-size soft mask of what may change (e.g. a Diorama Shape Mask); "
-                                                    "it must lie inside the window."),
+                io.Mask.Input("blend_mask", optional=True,
+                              tooltip="Full-size soft mask of what may change (e.g. a Diorama Shape Mask); it must lie "
+                                      "inside the window. Needed by 'blend'."),
                 io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True,
                              tooltip="Noise seed; with batch_size > 1, item i uses seed + i."),
                 io.Int.Input("steps", default=20, min=1, max=10000, tooltip="Sampling steps."),
@@ -155,6 +158,11 @@ class CompositeSample(io.ComfyNode):
                                tooltip="Inward feather of the seam, in full-image pixels."),
                 io.Boolean.Input("colour_match", default=True,
                                  tooltip="Shift the generated region by the colour drift measured just outside it."),
+                io.Combo.Input("stitch", options=list(STITCH_MODES), default=STITCH_MODES[0],
+                               tooltip="'blend': keep the background at every step through the blend mask and stitch "
+                                       "with a feathered, colour-matched seam. 'reference paste': what BIFRÖST and "
+                                       "AnyDoor do: sample the whole window from noise (no background latent) and "
+                                       "paste it back hard, 5 px inside the window, exactly as their code."),
                 io.Image.Input("init_image", optional=True,
                                tooltip="Full-size image to start from instead of the background (e.g. a depth-aware paste)."),
             ],
@@ -166,17 +174,29 @@ class CompositeSample(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model, positive, negative, vae, background, window, blend_mask, seed: int, steps: int, cfg: float,
-                sampler_name: str, scheduler: str, denoise: float, batch_size: int, feather_px: float,
-                colour_match: bool, init_image=None) -> io.NodeOutput:
+    def execute(cls, model, positive, negative, vae, background, window, blend_mask=None, seed: int = 0, steps: int = 20,
+                cfg: float = 5.0, sampler_name: str = "euler", scheduler: str = "normal", denoise: float = 1.0,
+                batch_size: int = 1, feather_px: float = 4.0, colour_match: bool = True, stitch: str = STITCH_MODES[0],
+                init_image=None) -> io.NodeOutput:
         background = as_rgb_batch(background, "background")
         height, width = background.shape[1:3]
         require_window_fits(window, height, width, "background")
-        blend = as_mask_batch(blend_mask, "blend_mask")
+        if stitch not in STITCH_MODES:
+            raise ValueError(f"stitch {stitch!r} is unknown; expected one of {STITCH_MODES}")
+        reference = stitch == STITCH_MODES[1]
+        if reference:
+            if init_image is not None or denoise < 1:
+                raise ValueError("'reference paste' samples the window from pure noise: disconnect init_image and set "
+                                 "denoise to 1")
+            blend = torch.ones_like(background[..., 0]) if blend_mask is None else as_mask_batch(blend_mask, "blend_mask")
+        elif blend_mask is None:
+            raise ValueError("stitch 'blend' needs a blend_mask: connect the mask of what may change")
+        else:
+            blend = as_mask_batch(blend_mask, "blend_mask")
         require_same_size(background, blend, "background", "blend_mask")
         require_nonempty(blend, "blend_mask")
         rows, cols = window.area.slices
-        if int((blend > 0).sum()) > int((blend[:, rows, cols] > 0).sum()):
+        if not reference and int((blend > 0).sum()) > int((blend[:, rows, cols] > 0).sum()):
             raise ValueError("blend_mask reaches outside the composite window; make the window with a larger expansion "
                              "or from this mask")
         model_channels = model.get_model_object("latent_format").latent_channels
@@ -200,16 +220,33 @@ class CompositeSample(io.ComfyNode):
         window_background = crop_image(background, window)
         window_start = window_background if init_image is None else crop_image(init_image, window)
         window_blend = crop_plane(blend, window).clamp(0, 1)
-        latent = expand_batch(vae.encode(window_start), items).clone()
+        if reference:
+            factor = latent_factor(vae)
+            latent = torch.zeros(items, model_channels, window.sample_hw[0] // factor, window.sample_hw[1] // factor)
+        else:
+            latent = expand_batch(vae.encode(window_start), items).clone()
         if "masked_image" in getattr(model.model, "concat_keys", ()):
             # ComfyUI repeats these to the sampled batch itself.
             positive, negative = inpaint_conditioning(positive, negative, vae, window_background, window_blend)
         samples = comfy.sample.sample(
             model, window_noise(latent, seeds), steps, cfg, sampler_name, scheduler, positive, negative, latent,
-            denoise=denoise, noise_mask=expand_batch(window_blend, items)[:, None], callback=latent_preview.prepare_callback(model, steps),
+            denoise=denoise, noise_mask=None if reference else expand_batch(window_blend, items)[:, None],
+            callback=latent_preview.prepare_callback(model, steps),
             disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed,
         )
         generated = vae.decode(samples).clamp(0, 1)
-        image = stitch_window(expand_batch(background, items), generated.to(background.device), expand_batch(blend, items),
-                              window, feather_px, colour_match)
+        if reference:
+            image = reference_paste(expand_batch(background, items), generated.to(background.device), window)
+        else:
+            image = stitch_window(expand_batch(background, items), generated.to(background.device),
+                                  expand_batch(blend, items), window, feather_px, colour_match)
         return io.NodeOutput(intermediate(image), {"samples": intermediate(samples)}, intermediate(generated))
+
+
+def reference_paste(background: torch.Tensor, generated: torch.Tensor, window) -> torch.Tensor:
+    """BIFRÖST/AnyDoor's paste-back on uint8 pixels, per item (IMAGE values are k/255 from a file)."""
+    area = window.area
+    pasted = [paste_back(generated[i] * 255, (background[i] * 255).round().to(torch.uint8),
+                         (area.y0, area.y1, area.x0, area.x1), window.padding)
+              for i in range(background.shape[0])]
+    return torch.stack(pasted).to(background.dtype) / 255

@@ -47,6 +47,9 @@ class DepthFuse(io.ComfyNode):
     @classmethod
     def execute(cls, background_depth: DepthMap, object_depth: DepthMap, object_mask, placement: Placement) -> io.NodeOutput:
         mask = _object_inputs(object_mask)
+        if placement.relative_depth_range is not None:
+            raise ValueError("this placement gives a depth range relative to the background (BIFRÖST); fuse it with "
+                             "Diorama BIFRÖST Depth Fuse")
         if object_depth.kind != background_depth.kind:
             raise ValueError(f"object_depth is {object_depth.kind!r} but background_depth is {background_depth.kind!r}; "
                              "both must be metric or both disparity")

@@ -245,14 +245,14 @@ def build_hints(background: torch.Tensor, target_mask: torch.Tensor, visible_in_
     return Hints(detail_hint, (depth.to(torch.float64) / 255).to(torch.float32), crop, crop_hw, target)
 
 
-def paste_back(generated: torch.Tensor, background: torch.Tensor, crop_box: Box, crop_hw: tuple[int, int]) -> torch.Tensor:
-    """The reference's `crop_back`: the generated square (pixel values 0..255, float [512,512,3]) without
+def paste_back(generated: torch.Tensor, background: torch.Tensor, crop_box: Box,
+               padding: tuple[int, int, int, int]) -> torch.Tensor:
+    """The reference's `crop_back`: the generated window (pixel values 0..255, float [h,w,3]) without
     its first row, resized to the padded crop, unpadded and pasted hard 5 px inside the crop box."""
-    crop_h, crop_w = crop_hw
-    side = max(crop_h, crop_w)
     y1, y2, x1, x2 = crop_box
-    pred = resize_linear(generated.clamp(0, 255)[1:].contiguous(), side, side)
-    top, _, left, _ = square_padding(crop_h, crop_w)
+    crop_h, crop_w = y2 - y1, x2 - x1
+    top, bottom, left, right = padding
+    pred = resize_linear(generated.clamp(0, 255)[1:].contiguous(), crop_w + left + right, crop_h + top + bottom)
     pred = pred[top:top + crop_h, left:left + crop_w]
     out = background.clone()
     m = PASTE_MARGIN

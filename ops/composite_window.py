@@ -19,6 +19,14 @@ class CompositeWindow:
     area: Window  # pixels of the background that are sampled
     sample_hw: tuple[int, int]  # the size the model samples at: multiples of the latent factor
     image_hw: tuple[int, int]  # the background size the window was made for
+    # (top, bottom, left, right) zero padding around the area before resizing, for models trained on
+    # crops padded to a square (BIFRÖST, AnyDoor)
+    padding: tuple[int, int, int, int] = (0, 0, 0, 0)
+
+    @property
+    def padded_hw(self) -> tuple[int, int]:
+        top, bottom, left, right = self.padding
+        return self.area.shape[0] + top + bottom, self.area.shape[1] + left + right
 
 
 def composite_window(box: tuple[int, int, int, int], image_hw: tuple[int, int], expansion: float,
@@ -60,13 +68,25 @@ def resize_layers(layers: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(layers, size=size, mode="bilinear", align_corners=False, antialias=True)
 
 
+def _padded(layers: torch.Tensor, window: CompositeWindow) -> torch.Tensor:
+    top, bottom, left, right = window.padding
+    return F.pad(layers, (left, right, top, bottom)) if any(window.padding) else layers
+
+
+def unpad(layers: torch.Tensor, window: CompositeWindow) -> torch.Tensor:
+    """[B,C,H,W] at the padded window size → the window area only."""
+    top, _, left, _ = window.padding
+    height, width = window.area.shape
+    return layers[..., top:top + height, left:left + width]
+
+
 def crop_image(image: torch.Tensor, window: CompositeWindow) -> torch.Tensor:
     """IMAGE [B,H,W,C] → the window at sampling size [B,h,w,C]."""
     rows, cols = window.area.slices
-    return resize_layers(image[:, rows, cols].permute(0, 3, 1, 2), window.sample_hw).permute(0, 2, 3, 1)
+    return resize_layers(_padded(image[:, rows, cols].permute(0, 3, 1, 2), window), window.sample_hw).permute(0, 2, 3, 1)
 
 
 def crop_plane(plane: torch.Tensor, window: CompositeWindow) -> torch.Tensor:
     """MASK or depth values [B,H,W] → the window at sampling size [B,h,w]."""
     rows, cols = window.area.slices
-    return resize_layers(plane[:, None, rows, cols], window.sample_hw)[:, 0]
+    return resize_layers(_padded(plane[:, None, rows, cols], window), window.sample_hw)[:, 0]

@@ -15,6 +15,10 @@ class Placement:
     depth: float  # the object's median depth, in `depth_kind` units
     depth_kind: str
     image_size: tuple[int, int]  # (height, width) of the background it was made for
+    # BIFRÖST's form, kept exactly as given because its pixel rounding depends on it: the box as
+    # (x, y, w, h) fractions and the depth as (far, near) fractions of the background's disparity range.
+    xywh: tuple[float, float, float, float] | None = None
+    relative_depth_range: tuple[float, float] | None = None
 
     def pixel_box(self, height: int, width: int) -> tuple[int, int, int, int]:
         """Integer box (x0, y0, x1, y1), ends exclusive, for an image of this size; never empty."""

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .composite_window import CompositeWindow, resize_layers
+from .composite_window import CompositeWindow, resize_layers, unpad
 from .paste import feathered_alpha
 from .shape_masks import dilate
 
@@ -34,8 +34,7 @@ def stitch_window(background: torch.Tensor, generated: torch.Tensor, blend: torc
     is the background's, bit for bit.
     """
     rows, cols = window.area.slices
-    height, width = window.area.shape
-    pixels = resize_layers(generated.permute(0, 3, 1, 2), (height, width)).permute(0, 2, 3, 1)
+    pixels = unpad(resize_layers(generated.permute(0, 3, 1, 2), window.padded_hw), window).permute(0, 2, 3, 1)
     out = background.clone()
     for i in range(background.shape[0]):
         original = background[i, rows, cols]
