@@ -17,9 +17,10 @@ import safetensors.torch
 import torch
 from PIL import Image
 
+from reference_data import reference_dir
 from tiny_dinov2 import SPECS, from_comfy_layout, to_comfy_layout, transformers_dinov2, write_dinov2_models
 
-GOLDENS = Path("/work/shared/reference/bifrost")
+GOLDENS = reference_dir("bifrost")
 CASES = ("case0_partial_occlusion", "case1_in_front", "real_repo_example")
 ADAPTER = "tiny-adapter.safetensors"
 
