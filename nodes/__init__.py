@@ -1,4 +1,5 @@
 """Diorama's ComfyUI nodes (thin V3 wrappers over ops/ and loaders/)."""
+from .bifrost import ApplyControlNets, BifrostDepthFuse, BifrostHints, PlacementDepthRange
 from .composite import CompositeSample, CompositeWindowNode, CropToWindow
 from .depth import DepthEstimate, DepthFromImage, DepthModelLoader
 from .geometry import DepthAwarePaste, DepthFuse, DetailMap, ShapeMask
@@ -23,4 +24,8 @@ NODES = [
     DinoV2Loader,
     IdentityAdapterLoader,
     IdentityEncode,
+    PlacementDepthRange,
+    BifrostDepthFuse,
+    BifrostHints,
+    ApplyControlNets,
 ]
