@@ -191,7 +191,9 @@ def dilate_mask_boxes(mask: torch.Tensor, fraction: float) -> torch.Tensor:
     planes = mask[None, None].to(torch.float32)
     # A pixel p is set by a source q with q - k <= p < q + k, i.e. q in (p - k, p + k].
     planes = F.pad(planes, (kw - 1, kw, kh - 1, kh))
-    return F.max_pool2d(planes, (2 * kh, 2 * kw), stride=1)[0, 0].to(mask.dtype).maximum(mask)
+    # A box maximum is a column maximum of row maxima: two 1-D pools instead of one 2-D one.
+    planes = F.max_pool2d(F.max_pool2d(planes, (2 * kh, 1), stride=1), (1, 2 * kw), stride=1)
+    return planes[0, 0].to(mask.dtype).maximum(mask)
 
 
 def depth_hint_source(fused_depth_u8: torch.Tensor) -> torch.Tensor:
