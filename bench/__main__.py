@@ -6,6 +6,8 @@ that forward at 1024².
 composite: CompositeSample on a 512² and a 4096² background with the same object (target ratio
 ≤ 1.15: cost follows the window), and its overhead over plain VAEEncode + KSampler + VAEDecode
 on the same window (target ≤ 5%), on a tiny SD1.5-shaped checkpoint; peak memory.
+conversion (only when named; writes ~11 GB to a temporary folder): peak RSS of converting a
+synthetic checkpoint of the released BIFRÖST layout, against its largest part and the file size.
 """
 from __future__ import annotations
 
@@ -30,10 +32,17 @@ def depth_anything_v2_small():
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("which", nargs="*", choices=["geometry", "composite"], default=["geometry", "composite"])
+    parser.add_argument("which", nargs="*", choices=["geometry", "composite", "conversion"], default=["geometry", "composite"])
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024, 2048, 4096])
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
+    if "conversion" in args.which:  # the converter runs in a child process: no ComfyUI needed here
+        from .conversion import bench_conversion
+
+        bench_conversion(optimizer_state=False)
+        bench_conversion(optimizer_state=True)
+        if set(args.which) == {"conversion"}:
+            return
 
     from diorama.runner.boot import boot_comfyui
 
