@@ -33,11 +33,6 @@ def meta(shapes) -> dict[str, torch.Tensor]:
     return {k: torch.empty(tuple(s), device="meta") for k, s in shapes.items()}
 
 
-def part_tensors(plan, suffix, tensors):
-    part = next(p for p in plan.parts if p.spec.suffix == suffix)
-    return part, {k: tensors[k] for k in part.keys}
-
-
 # ------------------------------------------------------------------ published layouts (meta tensors)
 
 @needs_reference
@@ -276,7 +271,6 @@ def tiny_checkpoints(tmp_path_factory):
 
 def test_tiny_bifrost_converted_by_the_cli_and_loaded_by_comfyuis_loader_nodes(tiny_checkpoints, base_dir, node_class, caplog):
     import comfy.clip_vision
-    import comfy.controlnet
     import comfy.model_sampling
 
     from diorama.convert import main
