@@ -187,7 +187,11 @@ class BifrostHints(io.ComfyNode):
         ref_mask = binary(as_mask_batch(reference_mask, "reference_mask"))
         require_same_size(background, target, "background", "target_mask")
         require_same_size(reference, ref_mask, "reference", "reference_mask")
-        require_nonempty(target, "target_mask")
+        empty = [i for i in range(target.shape[0]) if not bool(target[i].any())]
+        if empty:
+            raise ValueError(f"target_mask is empty in batch item(s) {empty}: the object has no visible pixel (from "
+                             "BIFRÖST Depth Fuse this means the scene is nearer everywhere in the box; raise the depth "
+                             "range or move the box)")
         require_nonempty(ref_mask, "reference_mask")
         sizes = {"background": background.shape[0], "target_mask": target.shape[0], "reference": reference.shape[0],
                  "reference_mask": ref_mask.shape[0]}

@@ -1,6 +1,6 @@
 """Regenerate every example workflow's same-name .jpg from the workflow's own output.
 
-    ./dev.sh python scripts/make_thumbnails.py [--test-models]
+    ./dev.sh python scripts/make_thumbnails.py [--test-models] [--steps N] [WORKFLOW_NAME ...]
 
 ComfyUI's template browser shows the .jpg beside each workflow JSON. The picture is the first
 image a SaveImage node of the workflow writes. Workflows run with the models in ComfyUI's model
@@ -23,10 +23,12 @@ REPO = Path(__file__).resolve().parents[1]
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--test-models", action="store_true", help="use the tests' tiny random-weight models")
+    parser.add_argument("--steps", type=int, help="sampling steps instead of each workflow's own (quick previews)")
+    parser.add_argument("names", nargs="*", help="workflow names (file stems) to redo; all when none are given")
     args = parser.parse_args()
     from diorama.runner.boot import boot_comfyui
     from diorama.runner.execute import execute_prompt
-    from diorama.runner.workflow import load_workflow, to_api_prompt
+    from diorama.runner.workflow import apply_overrides, load_workflow, to_api_prompt
 
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
@@ -38,13 +40,21 @@ def main() -> int:
         boot_comfyui(base_directory=str(base) if base else None, output_directory=str(scratch / "output"))
         if args.test_models:
             sys.path.insert(0, str(REPO / "tests"))
+            import tiny_bifrost
             import tiny_depth
             import tiny_sd
 
             tiny_depth.write_depth_models(base / "models" / "depth_estimation")
             tiny_sd.write_example_models(base / "models")
+            tiny_bifrost.write_example_models(base / "models")
         for workflow in sorted((REPO / "example_workflows").glob("*.json")):
-            report = execute_prompt(to_api_prompt(load_workflow(workflow)))
+            if args.names and workflow.stem not in args.names:
+                continue
+            prompt = to_api_prompt(load_workflow(workflow))
+            if args.steps:
+                apply_overrides(prompt, [f"{node_id}.steps={args.steps}" for node_id, node in prompt.items()
+                                         if "steps" in node["inputs"]])
+            report = execute_prompt(prompt)
             saved = [image for out in report.outputs.values() for image in out.get("images", []) if image.get("type") == "output"]
             if not saved:
                 sys.stderr.write(f"{workflow.name}: no SaveImage output to make a thumbnail from\n")

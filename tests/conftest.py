@@ -57,6 +57,14 @@ def tiny_sd_models(base_dir):
 
 
 @pytest.fixture(scope="session")
+def tiny_bifrost_models(base_dir):
+    """Tiny BIFRÖST/AnyDoor checkpoints converted into the model folders (see tiny_bifrost.py)."""
+    import tiny_bifrost
+
+    return tiny_bifrost.write_example_models(base_dir / "models")
+
+
+@pytest.fixture(scope="session")
 def tiny_depth_models(base_dir):
     """Tiny depth models in models/depth_estimation/ (see tiny_depth.py)."""
     import tiny_depth

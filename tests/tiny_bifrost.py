@@ -129,3 +129,20 @@ def write_tiny_bifrost_ckpt(path: Path, variant: str = "bifrost", extra_optimize
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(checkpoint, path)
     return path
+
+
+def write_example_models(models_dir: Path) -> list[Path]:
+    """Tiny BIFRÖST and AnyDoor checkpoints converted into `models_dir` under the names the example
+    workflows load (bifrost_*.safetensors, anydoor_*.safetensors), through the real converter."""
+    import tempfile
+
+    from diorama.convert import FOLDERS
+    from diorama.loaders.bifrost_checkpoint import convert_checkpoint
+
+    written = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for seed, variant in enumerate(("bifrost", "anydoor")):
+            checkpoint = write_tiny_bifrost_ckpt(Path(scratch) / f"{variant}.ckpt", variant, seed=10 * seed)
+            folders = {folder: str(models_dir / folder) for folder in FOLDERS}
+            written += [part.path for part in convert_checkpoint(str(checkpoint), variant, folders, overwrite=True)]
+    return [Path(p) for p in written]
