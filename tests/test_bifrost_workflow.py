@@ -86,3 +86,22 @@ def test_each_condition_reaches_the_model(sample, base, change):
     changed = sample(**change)
     assert changed.shape == base.shape
     assert not torch.allclose(changed, base, atol=1e-6), f"{change} did not change what the model samples"
+
+
+def test_ddim_50_in_comfyui_visits_the_reference_timesteps(node_class, tiny_bifrost_models):
+    """The reference samples DDIM 50 (timesteps 1, 21, …, 981, η 0) on the linear β schedule; ComfyUI's
+    'ddim' sampler with the 'ddim_uniform' scheduler on the converted UNet visits the same noise
+    levels, then ends at σ = 0 where the reference's last step ends at ᾱ₀ (σ ≈ 0.029)."""
+    import comfy.samplers
+    import numpy as np
+
+    from reference_data import reference_dir
+
+    golden = np.load(reference_dir("bifrost") / "ddim_schedule.npz")
+    model = node_class("UNETLoader")().load_unet("bifrost_unet.safetensors", "default")[0]
+    sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "ddim_uniform", 50).double()
+    alphas = torch.from_numpy(golden["ddim_alphas"][::-1].copy())
+    expected = ((1 - alphas) / alphas).sqrt()
+    assert sigmas.shape == (51,) and float(sigmas[-1]) == 0.0
+    torch.testing.assert_close(sigmas[:-1], expected, rtol=1e-5, atol=1e-6)
+    assert np.array_equal(golden["ddim_timesteps"], np.arange(1, 1000, 20))
