@@ -8,6 +8,9 @@ composite: CompositeSample on a 512² and a 4096² background with the same obje
 on the same window (target ≤ 5%), on a tiny SD1.5-shaped checkpoint; peak memory.
 conversion (only when named; writes ~11 GB to a temporary folder): peak RSS of converting a
 synthetic checkpoint of the released BIFRÖST layout, against its largest part and the file size.
+bifrost: BIFRÖST's preprocessing (depth fusion, reference crop, detail map, hints, DINOv2 pixels) on
+the example's input sizes as a ratio to one real-size SD2.1 UNet + two ControlNets CFG step (random
+weights; target ≤ 10%), and a real-size DINOv2-g forward at 224² on its own line.
 """
 from __future__ import annotations
 
@@ -32,7 +35,8 @@ def depth_anything_v2_small():
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("which", nargs="*", choices=["geometry", "composite", "conversion"], default=["geometry", "composite"])
+    parser.add_argument("which", nargs="*", choices=["geometry", "composite", "conversion", "bifrost"],
+                        default=["geometry", "composite", "bifrost"])
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024, 2048, 4096])
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
@@ -55,6 +59,11 @@ def main() -> None:
         from .composite import bench_composite
 
         bench_composite(nodes.NODE_CLASS_MAPPINGS, max(3, args.repeats // 2))
+    if "bifrost" in args.which:
+        from .bifrost import bench_bifrost
+
+        # Real-size forwards take seconds each: fewer repeats (the median needs at least 2).
+        bench_bifrost(nodes.NODE_CLASS_MAPPINGS, args.repeats, max(2, args.repeats // 2))
 
 
 def bench_geometry(node: dict, sizes: list[int], repeats: int) -> None:
