@@ -7,7 +7,7 @@ import nodes as comfy_nodes
 import torch
 from comfy_api.latest import io
 
-from ..ops.bifrost_reference import (CROP_RATIOS, HINT_SIZE, box_rows_cols, build_hints, fuse_reference_depth,
+from ..ops.bifrost_reference import (CROP_RATIOS, HINT_SIZE, box_rows_cols, build_anydoor_hint, build_hints, fuse_reference_depth,
                                      fused_depth_png, high_frequency_map, mask_bounding_box, reference_crop,
                                      square_padding)
 from ..ops.checks import as_mask_batch, as_rgb_batch, common_batch, expand_batch, require_nonempty, require_same_size
@@ -20,6 +20,7 @@ from .common import CATEGORY, DepthSocket, PlacementSocket, concat_batch, for_ea
 from .composite import WindowSocket
 
 BIFROST_CATEGORY = f"{CATEGORY}/bifrost"
+HINT_METHODS = ("BIFRÖST", "AnyDoor")
 
 
 def as_uint8(image: torch.Tensor) -> torch.Tensor:
@@ -161,9 +162,10 @@ class BifrostHints(io.ComfyNode):
                 io.Int.Input("detail_threshold", default=50, min=0, max=255,
                              tooltip="High-frequency values below this are dropped (BIFRÖST 50)."),
                 io.Float.Input("mask_growth", default=0.02, min=0.0, max=0.2, step=0.001,
-                               tooltip="Box dilation of the mask channel, as a fraction of the crop (BIFRÖST 0.02)."),
-                io.Boolean.Input("colour_detail", default=False,
-                                 tooltip="Colour high-frequency map (AnyDoor) instead of BIFRÖST's colour-free one."),
+                               tooltip="BIFRÖST: box dilation of the mask channel, as a fraction of the crop (0.02)."),
+                io.Combo.Input("method", options=list(HINT_METHODS), default=HINT_METHODS[0],
+                               tooltip="BIFRÖST: colour-free detail, the dilated visible mask, occlusion cut and depth "
+                                       "hint. AnyDoor: colour detail over the whole box, the box as mask, no depth."),
                 DepthSocket.Input("fused_depth", optional=True,
                                   tooltip="From BIFRÖST Depth Fuse: enables the depth hint. Leave empty for AnyDoor."),
                 PlacementSocket.Input("placement", optional=True,
@@ -179,8 +181,13 @@ class BifrostHints(io.ComfyNode):
 
     @classmethod
     def execute(cls, background, target_mask, reference, reference_mask, crop_ratio: float, detail_threshold: int,
-                mask_growth: float, colour_detail: bool, fused_depth: DepthMap | None = None,
+                mask_growth: float, method: str, fused_depth: DepthMap | None = None,
                 placement: Placement | None = None) -> io.NodeOutput:
+        if method not in HINT_METHODS:
+            raise ValueError(f"method {method!r} is unknown; expected one of {HINT_METHODS}")
+        anydoor = method == HINT_METHODS[1]
+        if anydoor and fused_depth is not None:
+            raise ValueError("AnyDoor has no depth hint: disconnect fused_depth (or choose BIFRÖST)")
         background = as_rgb_batch(background, "background")
         target = binary(as_mask_batch(target_mask, "target_mask"))
         reference = as_rgb_batch(reference, "reference")
@@ -211,7 +218,9 @@ class BifrostHints(io.ComfyNode):
             if int(crop_mask.count_nonzero()) == 0:
                 raise ValueError(f"reference_mask item {i} is empty after cropping to the object; expected the "
                                  "object's silhouette")
-            detail = high_frequency_map(crop, crop_mask, detail_threshold, colour_detail)
+            detail = high_frequency_map(crop, crop_mask, detail_threshold, colour=anydoor)
+            if anydoor:
+                return build_anydoor_hint(pixels[i], target[i], detail, crop_ratio)
             if placement is None:
                 visible_in_box = torch.ones(1, 1, dtype=torch.uint8)
             else:

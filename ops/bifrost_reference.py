@@ -204,16 +204,33 @@ def depth_hint_source(fused_depth_u8: torch.Tensor) -> torch.Tensor:
 @dataclass(frozen=True)
 class Hints:
     detail: torch.Tensor  # float32 [512,512,4]: collage RGB in [-1,1] + mask channel {0,1}
-    depth: torch.Tensor  # float32 [512,512,3] in [0,1]
+    depth: torch.Tensor | None  # float32 [512,512,3] in [0,1]; None for AnyDoor
     crop: HintCrop
     crop_hw: tuple[int, int]  # the crop's size before it was padded square (H1, W1)
     target: torch.Tensor  # float32 [512,512,3] in [-1,1]: the background crop (training's `jpg`)
 
 
+def _square_hint(cropped: torch.Tensor, collage: torch.Tensor, mask: torch.Tensor, crop: HintCrop,
+                 depth_source: torch.Tensor | None) -> Hints:
+    """Pad the crop's collage, mask and depth square and resize them to 512² as the reference does."""
+    crop_hw = (cropped.shape[0], cropped.shape[1])
+    # The mask is padded with -1, which numpy stores in uint8 as 255: the padding reads as "inside".
+    mask_channel = resize_linear(pad_to_square(mask, 255), HINT_SIZE, HINT_SIZE).to(torch.float32) > 0.5
+    collage = resize_linear(pad_to_square(collage, 0), HINT_SIZE, HINT_SIZE).to(torch.float32)
+    detail_hint = torch.cat([collage / 127.5 - 1.0, mask_channel.to(torch.float32)[..., None]], dim=-1)
+    target = resize_linear(pad_to_square(cropped, 0), HINT_SIZE, HINT_SIZE).to(torch.float32) / 127.5 - 1.0
+    depth = None
+    if depth_source is not None:
+        y1, y2, x1, x2 = crop.crop_box
+        depth = resize_linear(pad_to_square(depth_source[y1:y2, x1:x2], 0), HINT_SIZE, HINT_SIZE)
+        depth = (depth.to(torch.float64) / 255).to(torch.float32)
+    return Hints(detail_hint, depth, crop, crop_hw, target)
+
+
 def build_hints(background: torch.Tensor, target_mask: torch.Tensor, visible_in_box: torch.Tensor,
                 fused_depth_u8: torch.Tensor, detail_map: torch.Tensor, crop_ratio: float,
                 mask_growth: float | None) -> Hints:
-    """The detail (4-channel) and depth (3-channel) ControlNet hints for the crop around the object.
+    """BIFRÖST's detail (4-channel) and depth (3-channel) ControlNet hints for the crop around the object.
 
     background uint8 [H,W,3]; target_mask {0,1} [H,W] (the visible object); visible_in_box: the
     fusion's box-sized visibility; fused_depth_u8 [H,W]; detail_map: `high_frequency_map` output.
@@ -237,14 +254,22 @@ def build_hints(background: torch.Tensor, target_mask: torch.Tensor, visible_in_
     in_box = (rows >= oy1) & (rows < oy2) & (cols >= ox1) & (cols < ox2)
     collage = torch.where((cropped_mask == 0)[..., None], cropped, collage)
     collage = torch.where(((cropped_mask == 1) & ~in_box)[..., None], torch.zeros_like(collage), collage)
-    crop_hw = (cropped.shape[0], cropped.shape[1])
-    # The mask is padded with -1, which numpy stores in uint8 as 255: the padding reads as "inside".
-    mask_channel = resize_linear(pad_to_square(cropped_mask, 255), HINT_SIZE, HINT_SIZE).to(torch.float32) > 0.5
-    collage = resize_linear(pad_to_square(collage, 0), HINT_SIZE, HINT_SIZE).to(torch.float32)
-    detail_hint = torch.cat([collage / 127.5 - 1.0, mask_channel.to(torch.float32)[..., None]], dim=-1)
-    depth = resize_linear(pad_to_square(depth_hint_source(fused_depth_u8)[y1:y2, x1:x2], 0), HINT_SIZE, HINT_SIZE)
-    target = resize_linear(pad_to_square(cropped, 0), HINT_SIZE, HINT_SIZE).to(torch.float32) / 127.5 - 1.0
-    return Hints(detail_hint, (depth.to(torch.float64) / 255).to(torch.float32), crop, crop_hw, target)
+    return _square_hint(cropped, collage, cropped_mask, crop, depth_hint_source(fused_depth_u8))
+
+
+def build_anydoor_hint(background: torch.Tensor, target_mask: torch.Tensor, detail_map: torch.Tensor,
+                       crop_ratio: float) -> Hints:
+    """AnyDoor's detail hint: the colour high-frequency map (uint8) resized into the object's box ×1.1,
+    the whole box as the mask channel; no occlusion, no background restoration, no depth."""
+    crop = hint_crop(target_mask, crop_ratio)
+    y1, y2, x1, x2 = crop.crop_box
+    cropped = background[y1:y2, x1:x2]
+    oy1, oy2, ox1, ox2 = crop.object_in_crop
+    collage = cropped.clone()
+    collage[oy1:oy2, ox1:ox2] = resize_linear(detail_map, ox2 - ox1, oy2 - oy1)
+    box_mask = torch.zeros(cropped.shape[:2], dtype=torch.uint8)
+    box_mask[oy1:oy2, ox1:ox2] = 1
+    return _square_hint(cropped, collage, box_mask, crop, None)
 
 
 def paste_back(generated: torch.Tensor, background: torch.Tensor, crop_box: Box,

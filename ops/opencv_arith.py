@@ -101,11 +101,12 @@ def _resize_linear_float(image: torch.Tensor, width: int, height: int) -> torch.
     xi, xf = _linear_taps(src_w, width)
     yi, yf = _linear_taps(src_h, height)
     dtype = image.dtype
-    xf, yf = xf.to(dtype), yf.to(dtype)
+    # OpenCV keeps both weights as float32, whatever the image type.
+    x0, x1, y0, y1 = ((1 - xf).to(dtype), xf.to(dtype), (1 - yf).to(dtype), yf.to(dtype))
     x_next = (xi + 1).clamp(max=src_w - 1)
     y_next = (yi + 1).clamp(max=src_h - 1)
-    rows = image[:, xi] * (1 - xf)[None, :, None] + image[:, x_next] * xf[None, :, None]
-    return rows[yi] * (1 - yf)[:, None, None] + rows[y_next] * yf[:, None, None]
+    rows = image[:, xi] * x0[None, :, None] + image[:, x_next] * x1[None, :, None]
+    return rows[yi] * y0[:, None, None] + rows[y_next] * y1[:, None, None]
 
 
 def _double_taps(src: int, dst: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -46,7 +46,7 @@ def test_hints_node_matches_the_reference_and_makes_the_padded_window(node_class
     window, detail, depth, preview = node_class("DioramaBifrostHints").execute(
         image(golden["in_back_image"]), visible, image(golden["in_ref_image"]),
         torch.from_numpy(golden["in_ref_mask"]).float()[None], float(golden["random_ratios_drawn"][-1]),
-        int(golden["in_sobel_threshold"]), float(golden["in_pixel_num"]), False, fused_depth,
+        int(golden["in_sobel_threshold"]), float(golden["in_pixel_num"]), "BIFRÖST", fused_depth,
         placement(node_class, golden)).result
     assert np.array_equal(detail[0].numpy(), golden["item_hint"])
     np.testing.assert_allclose(depth[0].numpy(), golden["item_depth"], atol=1e-6)
@@ -104,4 +104,4 @@ def test_hints_refuse_an_empty_reference_mask(node_class, golden):
     target[:, 100:150, 100:150] = 1
     with pytest.raises(ValueError, match="reference_mask"):
         node_class("DioramaBifrostHints").execute(background, target, background, torch.zeros(background.shape[:3]),
-                                                  2.0, 50, 0.02, False)
+                                                  2.0, 50, 0.02, "BIFRÖST")

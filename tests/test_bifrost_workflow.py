@@ -33,7 +33,7 @@ def graph(mask_growth: float = 0.02, hint_depth_near: float = 0.9, invert_identi
                                                                    "object_mask": ["1", 3], "placement": ["7", 0]}},
         "9": {"class_type": "DioramaBifrostHints",
               "inputs": {"background": ["1", 0], "target_mask": ["6", 1], "reference": ["1", 2], "reference_mask": ["1", 3],
-                         "crop_ratio": 2.0, "detail_threshold": 50, "mask_growth": mask_growth, "colour_detail": False,
+                         "crop_ratio": 2.0, "detail_threshold": 50, "mask_growth": mask_growth, "method": "BIFRÖST",
                          "fused_depth": ["8", 0], "placement": ["5", 0]}},
         "10": {"class_type": "UNETLoader", "inputs": {"unet_name": "bifrost_unet.safetensors", "weight_dtype": "default"}},
         "11": {"class_type": "ControlNetLoader", "inputs": {"control_net_name": "bifrost_control_detail.safetensors"}},
