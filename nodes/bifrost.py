@@ -10,7 +10,8 @@ from comfy_api.latest import io
 from ..ops.bifrost_reference import (CROP_RATIOS, HINT_SIZE, box_rows_cols, build_anydoor_hint, build_hints, fuse_reference_depth,
                                      fused_depth_png, high_frequency_map, mask_bounding_box, reference_crop,
                                      square_padding)
-from ..ops.checks import as_mask_batch, as_rgb_batch, common_batch, expand_batch, require_nonempty, require_same_size
+from ..ops.checks import (as_mask_batch, as_rgb_batch, binary_mask, common_batch, expand_batch, file_pixels,
+                          require_nonempty, require_same_size)
 from ..ops.composite_window import CompositeWindow
 from ..ops.depth_map import DepthMap, depth_hint
 from ..ops.drawing import draw_box
@@ -21,15 +22,6 @@ from .composite import WindowSocket
 
 BIFROST_CATEGORY = f"{CATEGORY}/bifrost"
 HINT_METHODS = ("BIFRÖST", "AnyDoor")
-
-
-def as_uint8(image: torch.Tensor) -> torch.Tensor:
-    """IMAGE values back to the 8-bit pixels they were loaded from (LoadImage stores k/255)."""
-    return (image.clamp(0, 1) * 255).round().to(torch.uint8)
-
-
-def binary(mask: torch.Tensor) -> torch.Tensor:
-    return (mask > 0.5).to(torch.uint8)
 
 
 def require_range_placement(placement: Placement) -> tuple[tuple[float, float, float, float], tuple[float, float]]:
@@ -121,7 +113,7 @@ class BifrostDepthFuse(io.ComfyNode):
             if depth.kind != "disparity":
                 raise ValueError(f"{name} is {depth.kind!r} depth; BIFRÖST fuses disparity (larger = nearer), as DPT "
                                  "and Depth Anything estimate it")
-        mask = binary(as_mask_batch(object_mask, "object_mask"))
+        mask = binary_mask(as_mask_batch(object_mask, "object_mask"))
         require_same_size(object_depth.values, mask, "object_depth", "object_mask")
         require_nonempty(mask, "object_mask")
         batch = common_batch({"background_depth": background_depth.values.shape[0],
@@ -189,9 +181,9 @@ class BifrostHints(io.ComfyNode):
         if anydoor and fused_depth is not None:
             raise ValueError("AnyDoor has no depth hint: disconnect fused_depth (or choose BIFRÖST)")
         background = as_rgb_batch(background, "background")
-        target = binary(as_mask_batch(target_mask, "target_mask"))
+        target = binary_mask(as_mask_batch(target_mask, "target_mask"))
         reference = as_rgb_batch(reference, "reference")
-        ref_mask = binary(as_mask_batch(reference_mask, "reference_mask"))
+        ref_mask = binary_mask(as_mask_batch(reference_mask, "reference_mask"))
         require_same_size(background, target, "background", "target_mask")
         require_same_size(reference, ref_mask, "reference", "reference_mask")
         empty = [i for i in range(target.shape[0]) if not bool(target[i].any())]
@@ -209,8 +201,8 @@ class BifrostHints(io.ComfyNode):
             raise ValueError("a fused_depth needs the placement it was fused with (its box gives the occlusion cut)")
         batch = common_batch(sizes)
         height, width = background.shape[1:3]
-        pixels, target = expand_batch(as_uint8(background), batch), expand_batch(target, batch)
-        references, ref_masks = expand_batch(as_uint8(reference), batch), expand_batch(ref_mask, batch)
+        pixels, target = expand_batch(file_pixels(background), batch), expand_batch(target, batch)
+        references, ref_masks = expand_batch(file_pixels(reference), batch), expand_batch(ref_mask, batch)
         depth_u8 = None if fused_depth is None else expand_batch(fused_depth_png(fused_depth.values), batch)
 
         def hints(i: int):

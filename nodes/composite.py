@@ -10,7 +10,8 @@ import torch
 from comfy_api.latest import io
 
 from ..ops.bifrost_reference import paste_back
-from ..ops.checks import as_mask_batch, as_rgb_batch, common_batch, expand_batch, require_nonempty, require_same_size
+from ..ops.checks import (as_mask_batch, as_rgb_batch, common_batch, expand_batch, file_pixels, require_nonempty,
+                          require_same_size)
 from ..ops.composite_window import composite_window, crop_image, crop_plane, require_window_fits
 from ..ops.depth_map import DepthMap
 from ..ops.placement import Placement, mask_bounding_box
@@ -246,7 +247,7 @@ class CompositeSample(io.ComfyNode):
 def reference_paste(background: torch.Tensor, generated: torch.Tensor, window) -> torch.Tensor:
     """BIFRÖST/AnyDoor's paste-back on uint8 pixels, per item (IMAGE values are k/255 from a file)."""
     area = window.area
-    pasted = [paste_back(generated[i] * 255, (background[i] * 255).round().to(torch.uint8),
+    pasted = [paste_back(generated[i] * 255, file_pixels(background[i]),
                          (area.y0, area.y1, area.x0, area.x1), window.padding)
               for i in range(background.shape[0])]
     return torch.stack(pasted).to(background.dtype) / 255

@@ -9,7 +9,8 @@ from ..loaders.identity_adapter import apply_identity_adapter, load_identity_ada
 from ..loaders.identity_encoder import dinov2_geometry, dinov2_tokens, load_dinov2
 from ..loaders.model_folders import IDENTITY_ADAPTER_FOLDER, resolve_model_file
 from ..ops.bifrost_reference import mask_bounding_box, reference_crop
-from ..ops.checks import as_mask_batch, as_rgb_batch, common_batch, expand_batch, require_nonempty, require_same_size
+from ..ops.checks import (as_mask_batch, as_rgb_batch, binary_mask, common_batch, expand_batch, file_pixels,
+                          require_nonempty, require_same_size)
 from ..ops.identity_tokens import dino_pixels
 from .common import CATEGORY, concat_batch, for_each_item, intermediate
 
@@ -72,8 +73,8 @@ def reference_crops(image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tens
 
     LoadImage makes IMAGE = uint8 / 255, so rounding ×255 recovers the file's bytes exactly.
     """
-    image_u8 = (image * 255).round().clamp(0, 255).to(torch.uint8)
-    mask_u8 = (mask > 0.5).to(torch.uint8)
+    image_u8 = file_pixels(image)
+    mask_u8 = binary_mask(mask)
     crops, crop_masks = [], []
     for index in range(image_u8.shape[0]):
         y1, y2, x1, x2 = mask_bounding_box(mask_u8[index])

@@ -73,3 +73,14 @@ def common_batch(sizes: dict[str, int]) -> int:
 
 def expand_batch(tensor: torch.Tensor, batch: int) -> torch.Tensor:
     return tensor if tensor.shape[0] == batch else tensor.expand(batch, *tensor.shape[1:])
+
+
+def file_pixels(image: torch.Tensor) -> torch.Tensor:
+    """IMAGE values back to the 8-bit pixels they were loaded from (LoadImage stores k/255), as
+    reference code that read the file with OpenCV saw them."""
+    return (image.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def binary_mask(mask: torch.Tensor) -> torch.Tensor:
+    """A MASK as {0,1} uint8, the form reference code keeps masks in."""
+    return (mask > 0.5).to(torch.uint8)
