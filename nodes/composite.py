@@ -21,6 +21,7 @@ from .common import CATEGORY, DepthSocket, PlacementSocket, intermediate
 WindowSocket = io.Custom("DIORAMA_WINDOW")
 DEFAULT_LATENT_FACTOR = 8
 STITCH_MODES = ("blend", "reference paste")
+WINDOW_AREAS = ("around the object", "whole image")
 
 
 def latent_factor(vae) -> int:
@@ -46,6 +47,9 @@ class CompositeWindowNode(io.ComfyNode):
                              tooltip="The model's native resolution: 512 for SD1.x, 768 for SD2.x-768, 1024 for SDXL-class. "
                                      "The window is sampled at about resolution² pixels."),
                 io.Vae.Input("vae", optional=True, tooltip="Its latent factor rounds the sampling size (8 when not given)."),
+                io.Combo.Input("area", options=list(WINDOW_AREAS), default=WINDOW_AREAS[0],
+                               tooltip="'around the object': the placement's or mask's box with context. 'whole "
+                                       "image': the whole photo (scene re-rendering, e.g. Neural Assets)."),
             ],
             outputs=[
                 WindowSocket.Output("window", tooltip="For Crop To Window and Composite Sample."),
@@ -55,10 +59,14 @@ class CompositeWindowNode(io.ComfyNode):
 
     @classmethod
     def execute(cls, background, expansion: float, resolution: int, placement: Placement | None = None,
-                mask=None, vae=None) -> io.NodeOutput:
+                mask=None, vae=None, area: str = WINDOW_AREAS[0]) -> io.NodeOutput:
         background = as_rgb_batch(background, "background")
         height, width = background.shape[1:3]
-        if placement is not None:
+        if area not in WINDOW_AREAS:
+            raise ValueError(f"area {area!r} is unknown; expected one of {WINDOW_AREAS}")
+        if area == WINDOW_AREAS[1]:
+            box, expansion = (0, 0, width, height), 1.0
+        elif placement is not None:
             box = placement.pixel_box(height, width)
         elif mask is not None:
             mask = as_mask_batch(mask, "mask")

@@ -76,3 +76,11 @@ def test_colour_match_removes_a_colour_cast_across_the_seam():
     assert seam_step(matched) < 0.01
     assert torch.equal(matched[blend == 0], background[blend == 0])
     assert rows.start >= 0 and cols.start >= 0
+
+
+def test_whole_image_window_covers_the_photo_at_the_model_resolution(node_class):
+    background = torch.rand(1, 300, 200, 3)
+    window = node_class("DioramaCompositeWindow").execute(background, 2.0, 512, area="whole image").result[0]
+    assert (window.area.y0, window.area.y1, window.area.x0, window.area.x1) == (0, 300, 0, 200)
+    h, w = window.sample_hw
+    assert h % 8 == 0 and w % 8 == 0 and abs(h / w - 1.5) < 0.05 and abs(h * w - 512 ** 2) / 512 ** 2 < 0.1
