@@ -7,11 +7,13 @@ import folder_paths
 
 DEPTH_FOLDER = "depth_estimation"
 IDENTITY_ADAPTER_FOLDER = "identity_adapters"
+NEURAL_ASSETS_FOLDER = "neural_assets"  # Neural Assets adapters (safetensors)
+DINO_FOLDER = "dino"  # transformers DINO / DINOv2 folders for Neural Assets
 
 
 def register_model_folders() -> None:
     """Add the default folders after any the user configured, never replacing them."""
-    for folder in (DEPTH_FOLDER, IDENTITY_ADAPTER_FOLDER):
+    for folder in (DEPTH_FOLDER, IDENTITY_ADAPTER_FOLDER, NEURAL_ASSETS_FOLDER, DINO_FOLDER):
         folder_paths.add_model_folder_path(folder, os.path.join(folder_paths.models_dir, folder))
 
 
