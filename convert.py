@@ -1,10 +1,14 @@
 """python -m diorama.convert {bifrost,anydoor} FILE.ckpt [--name NAME] [--models-dir DIR] [--dtype fp16] [--overwrite]
+   python -m diorama.convert neural-assets PARAMS.npz --slots N [--dino NAME] [--name NAME] [--models-dir DIR]
 
 Converts a released BIFRÖST or AnyDoor Lightning checkpoint into the model files ComfyUI's loaders
 read: UNet → diffusion_models/, ControlNet(s) → controlnet/, DINOv2-g → clip_vision/, identity
 projection → identity_adapters/, VAE → vae/. Only weights are loaded (torch.load weights_only=True,
 memory-mapped); optimizer state is skipped without being read. Existing files are never replaced
 unless --overwrite is given.
+
+neural-assets: the reference's Flax parameter tree (params.npz of plain arrays, read without
+pickle) → a Neural Assets adapter in neural_assets/; --slots is the N it was trained with.
 """
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ import logging
 import os
 import sys
 
-FOLDERS = ("diffusion_models", "controlnet", "clip_vision", "identity_adapters", "vae")
+FOLDERS = ("diffusion_models", "controlnet", "clip_vision", "identity_adapters", "vae", "neural_assets")
 
 
 def _import_comfyui() -> None:
@@ -55,14 +59,26 @@ def _default_path(folder: str, paths: list[str]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m diorama.convert", description=__doc__.split("\n\n")[1])
-    parser.add_argument("model", choices=["bifrost", "anydoor"], help="which released model the checkpoint holds")
-    parser.add_argument("checkpoint", help="the Lightning .ckpt file (e.g. AnyDoor's epoch=1-step=8687.ckpt)")
+    parser.add_argument("model", choices=["bifrost", "anydoor", "neural-assets"],
+                        help="which released model the checkpoint holds")
+    parser.add_argument("checkpoint", help="the Lightning .ckpt file (e.g. AnyDoor's epoch=1-step=8687.ckpt), or for "
+                                           "neural-assets the Flax params .npz")
+    parser.add_argument("--slots", type=int, help="neural-assets: object slots N the model was trained with "
+                                                  "(10 for MOVi-A/B/C, 23 for MOVi-E/F)")
+    parser.add_argument("--dino", default="dino_vitb8", help="neural-assets: the DINO it was trained with "
+                                                             "(default dino_vitb8, the reference's)")
     parser.add_argument("--name", help="file name stem of the written parts (default: the model name)")
     parser.add_argument("--models-dir", help="write into DIR/<folder>/ instead of ComfyUI's model folders")
     parser.add_argument("--dtype", choices=["fp16", "bf16", "fp32"], help="cast floating-point weights (default: as stored)")
     parser.add_argument("--overwrite", action="store_true", help="replace files that already exist")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    if args.model == "neural-assets":
+        if args.dtype:
+            parser.error("--dtype does not apply to neural-assets (adapters are written in float32)")
+        return convert_neural_assets(args)
+    if args.slots is not None:
+        parser.error("--slots only applies to neural-assets")
 
     try:
         _import_comfyui()
@@ -78,6 +94,28 @@ def main(argv: list[str] | None = None) -> int:
              sum(w.size_bytes for w in written) / 1e9)
     for part in written:
         log.info("  %-15s %8.1f MB  %s  (%s)", part.spec.suffix, part.size_bytes / 1e6, part.path, part.spec.loader)
+    return 0
+
+
+def convert_neural_assets(args: argparse.Namespace) -> int:
+    if args.slots is None:
+        sys.stderr.write("error: neural-assets needs --slots N (the object slots the model was trained with: "
+                         "10 for MOVi-A/B/C, 23 for MOVi-E/F)\n")
+        return 2
+    try:
+        _import_comfyui()
+        from .loaders.neural_assets_adapter import AdapterFormatError, convert_flax_params
+
+        folder = output_folders(args.models_dir)["neural_assets"]
+        os.makedirs(folder, exist_ok=True)
+        name = args.name or f"neural_assets_{args.dino}_n{args.slots}"
+        path = os.path.join(folder, f"{name}.safetensors")
+        config = convert_flax_params(args.checkpoint, path, args.slots, args.dino, overwrite=args.overwrite)
+    except (AdapterFormatError, FileExistsError, FileNotFoundError) as error:
+        sys.stderr.write(f"error: {error}\n")
+        return 2
+    logging.getLogger("diorama.convert").info("converted %s into %s (%d slots → %d tokens, %s features)",
+                                              args.checkpoint, path, config.slots, config.num_tokens, config.dino)
     return 0
 
 
