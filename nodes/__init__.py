@@ -4,6 +4,7 @@ from .composite import CompositeSample, CompositeWindowNode, CropToWindow
 from .depth import DepthEstimate, DepthFromImage, DepthModelLoader
 from .geometry import DepthAwarePaste, DepthFuse, DetailMap, ShapeMask
 from .identity import DinoV2Loader, IdentityAdapterLoader, IdentityEncode
+from .neural_assets_loaders import DinoLoader, NeuralAssetsAdapterLoader
 from .placement import PlacementFromBox, PlacementFromMask
 from .scene import BundledScene
 
@@ -28,4 +29,6 @@ NODES = [
     BifrostDepthFuse,
     BifrostHints,
     ApplyControlNets,
+    DinoLoader,
+    NeuralAssetsAdapterLoader,
 ]
