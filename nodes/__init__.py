@@ -1,4 +1,5 @@
 """Diorama's ComfyUI nodes (thin V3 wrappers over ops/ and loaders/)."""
+from .assets import NODES as ASSET_NODES
 from .bifrost import ApplyControlNets, BifrostDepthFuse, BifrostHints, PlacementDepthRange
 from .composite import CompositeSample, CompositeWindowNode, CropToWindow
 from .depth import DepthEstimate, DepthFromImage, DepthModelLoader
@@ -31,4 +32,5 @@ NODES = [
     ApplyControlNets,
     DinoLoader,
     NeuralAssetsAdapterLoader,
+    *ASSET_NODES,
 ]

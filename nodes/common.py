@@ -11,6 +11,7 @@ from comfy_api.latest import io
 DepthSocket = io.Custom("DIORAMA_DEPTH")
 PlacementSocket = io.Custom("DIORAMA_PLACEMENT")
 DepthModelSocket = io.Custom("DIORAMA_DEPTH_MODEL")
+AssetsSocket = io.Custom("DIORAMA_ASSETS")  # ops.assets.Assets: cameras + per-object 3D boxes, one scene
 
 CATEGORY = "Diorama"
 T = TypeVar("T")
