@@ -31,7 +31,8 @@ def _assets_in(tooltip: str = "The scene: cameras and per-object 3D boxes.", nam
 
 
 def _assets_out(tooltip: str = "The edited scene (the input is not changed)."):
-    return AssetsSocket.Output("assets", tooltip=tooltip)
+    # Its own id: V3 wants input and output ids distinct; it still shows as "assets".
+    return AssetsSocket.Output("assets_out", display_name="assets", tooltip=tooltip)
 
 
 def _index_input():
@@ -190,7 +191,7 @@ class LiftAssets(io.ComfyNode):
             display_name="Diorama Lift Assets",
             category=SUBCATEGORY,
             description="Lifts objects of a photo into 3D boxes with metric depth: each mask's pixels are "
-                        "back-projected (depth outliers fenced off) and boxed, axis-aligned with the camera. The "
+                        "back-projected (pixels of other surfaces, beyond a depth jump, left out) and boxed, axis-aligned with the camera. The "
                         "world is the camera's frame with z up (camera at the origin looking along +y); source "
                         "camera = target camera.",
             inputs=[

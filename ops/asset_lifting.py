@@ -13,12 +13,11 @@ import torch
 from .assets import Asset, Camera, intrinsics_from_focal, world_to_camera_from_ypr
 from .depth_map import DepthMap
 
-# Outlier fences on the mask's depths: depths beyond the 5th..95th percentile band, widened by half
-# its width (and at least 5 % of the median depth), are other surfaces (mask edges bleeding onto the
-# background or a nearer occluder) and do not count towards the extent.
-FENCE_QUANTILES = (0.05, 0.95)
-FENCE_WIDENING = 0.5
-FENCE_MIN_RELATIVE = 0.05
+# Depth outliers under a mask (its edges bleeding onto the background, a nearer occluder) are other
+# surfaces: the object is the run of sorted depths around the median with no jump larger than this
+# fraction of the median depth. Percentile fences would cut a box's far side, which few pixels see.
+DEPTH_GAP_RELATIVE = 0.05
+FRONT_QUANTILE = 0.05  # a box's front: its nearest depth, robust to a few bad pixels
 MIN_DEPTH_FRACTION = 1e-3  # a flat, camera-facing surface still gets a (thin) positive depth extent
 # Box axes in OpenCV camera axes: local x → camera x, local y → camera z (forward), local z → −camera y (up).
 LOCAL_TO_CAMERA = ((1.0, 0.0, 0.0), (0.0, 0.0, -1.0), (0.0, 1.0, 0.0))
@@ -52,6 +51,19 @@ def _back_project(u: torch.Tensor, v: torch.Tensor, z: torch.Tensor, camera: Cam
     return rays * z[..., None]
 
 
+def _depth_cluster(z: torch.Tensor) -> torch.Tensor:
+    """bool [N]: the depths in the gap-free run of sorted depths that holds the median."""
+    order = torch.argsort(z)
+    ordered = z[order]
+    jumps = torch.nonzero(ordered.diff() > DEPTH_GAP_RELATIVE * ordered[len(ordered) // 2], as_tuple=True)[0]
+    middle = len(ordered) // 2
+    start = int(jumps[jumps < middle].max()) + 1 if bool((jumps < middle).any()) else 0
+    end = int(jumps[jumps >= middle].min()) + 1 if bool((jumps >= middle).any()) else len(ordered)
+    keep = torch.zeros_like(z, dtype=torch.bool)
+    keep[order[start:end]] = True
+    return keep
+
+
 def lift_mask_in_camera(mask: torch.Tensor, depth: torch.Tensor, camera: Camera,
                         min_depth_ratio: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """(centre, size) of the camera-axis-aligned box around the mask's back-projected pixels, in
@@ -71,9 +83,7 @@ def lift_mask_in_camera(mask: torch.Tensor, depth: torch.Tensor, camera: Camera,
     z = depth[rows, cols]
     if not bool(torch.isfinite(z).all()) or float(z.min()) <= 0:
         raise ValueError("depth under the mask must be finite and > 0 metres")
-    low, high = torch.quantile(z, torch.tensor(FENCE_QUANTILES, dtype=z.dtype))
-    margin = torch.maximum(FENCE_WIDENING * (high - low), FENCE_MIN_RELATIVE * z.median())
-    keep = (z >= low - margin) & (z <= high + margin)
+    keep = _depth_cluster(z)
     rows, cols, z = rows[keep], cols[keep], z[keep]
     corners = []
     for dv in (0.0, 1.0):
@@ -107,7 +117,7 @@ def lift_box_in_camera(box: tuple[float, float, float, float], depth: torch.Tens
     z = depth[r0:r1, c0:c1].reshape(-1)
     if not bool(torch.isfinite(z).all()) or float(z.min()) <= 0:
         raise ValueError("depth inside the box must be finite and > 0 metres")
-    front = torch.quantile(z, FENCE_QUANTILES[0])
+    front = torch.quantile(z, FRONT_QUANTILE)
     corners = _back_project(torch.tensor([x0, x1], dtype=z.dtype), torch.tensor([y0, y1], dtype=z.dtype),
                             front.expand(2), camera)
     size_x, size_y = (corners[1, :2] - corners[0, :2]).unbind()

@@ -298,14 +298,18 @@ def test_lifting_a_rendered_box_recovers_its_centre_and_size(centre, size):
     render_camera = bundled_scene.camera(width, height)
     shot = render(render_camera, [Box(centre=centre, size=size, colour=(0.6, 0.5, 0.4), instance=3)])
     mask = (shot.instance == 3).float()
-    # Background far away, as a depth model would see a wall: the fences keep it out if the mask bleeds.
+    # Background far away, as a depth model would see a wall: a mask bleeding onto it must not count.
     depth = torch.where(mask > 0, shot.depth, torch.full_like(shot.depth, 30.0))
     bled = mask.clone()
     bled[mask.nonzero()[:, 0].max() + 1, mask.nonzero()[:, 1].min():mask.nonzero()[:, 1].max()] = 1
+    # A nearer occluder over a few of the object's pixels (another surface, 1.5 m in front).
+    occluded = depth.clone()
+    rows, cols = mask.nonzero()[:40].unbind(1)
+    occluded[rows, cols] -= 1.5
     camera = lifting_camera(height, width, render_camera.fx)
     true_centre, true_size = torch.tensor(centre, dtype=torch.float64), torch.tensor(size, dtype=torch.float64)
-    for m in (mask, bled):
-        lifted_centre, lifted_size = lift_mask_in_camera(m, depth.double(), camera)
+    for m, d in ((mask, depth), (bled, depth), (mask, occluded)):
+        lifted_centre, lifted_size = lift_mask_in_camera(m, d.double(), camera)
         assert float(((lifted_centre - true_centre).abs() / true_size).max()) < 0.02
         assert float(((lifted_size - true_size).abs() / true_size).max()) < 0.02
     # As an Asset in the lifted world (z up): local axes right, forward, up.
