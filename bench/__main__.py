@@ -11,6 +11,8 @@ synthetic checkpoint of the released BIFRÖST layout, against its largest part a
 bifrost: BIFRÖST's preprocessing (depth fusion, reference crop, detail map, hints, DINOv2 pixels) on
 the example's input sizes as a ratio to one real-size SD2.1 UNet + two ControlNets CFG step (random
 weights; target ≤ 10%), and a real-size DINOv2-g forward at 224² on its own line.
+neural-assets: Neural Assets token construction (two DINO ViT-B/8 passes at 224², RoIAlign, adapter,
+CFG-null tokens) for 1, 10 and 23 objects on a 256² source, against one real-size SD2.1 UNet step at 512².
 """
 from __future__ import annotations
 
@@ -35,8 +37,8 @@ def depth_anything_v2_small():
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("which", nargs="*", choices=["geometry", "composite", "conversion", "bifrost"],
-                        default=["geometry", "composite", "bifrost"])
+    parser.add_argument("which", nargs="*", choices=["geometry", "composite", "conversion", "bifrost", "neural-assets"],
+                        default=["geometry", "composite", "bifrost", "neural-assets"])
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024, 2048, 4096])
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
@@ -64,6 +66,10 @@ def main() -> None:
 
         # Real-size forwards take seconds each: fewer repeats (the median needs at least 2).
         bench_bifrost(nodes.NODE_CLASS_MAPPINGS, args.repeats, max(2, args.repeats // 2))
+    if "neural-assets" in args.which:
+        from .neural_assets import bench_neural_assets
+
+        bench_neural_assets(args.repeats, max(2, args.repeats // 2))
 
 
 def bench_geometry(node: dict, sizes: list[int], repeats: int) -> None:
