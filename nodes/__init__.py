@@ -5,6 +5,7 @@ from .composite import CompositeSample, CompositeWindowNode, CropToWindow
 from .depth import DepthEstimate, DepthFromImage, DepthModelLoader
 from .geometry import DepthAwarePaste, DepthFuse, DetailMap, ShapeMask
 from .identity import DinoV2Loader, IdentityAdapterLoader, IdentityEncode
+from .neural_assets import NeuralAssetPose
 from .neural_assets_loaders import DinoLoader, NeuralAssetsAdapterLoader
 from .placement import PlacementFromBox, PlacementFromMask
 from .scene import BundledScene
@@ -33,4 +34,5 @@ NODES = [
     DinoLoader,
     NeuralAssetsAdapterLoader,
     *ASSET_NODES,
+    NeuralAssetPose,
 ]

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from reference_data import reference_dir
+from neural_assets_scenes import SLOTS, load_scene, scene_assets, scene_camera, scene_objects
 
 from diorama.ops import assets as A
 from diorama.ops import bundled_scene
@@ -15,29 +15,7 @@ from diorama.ops.asset_preview import EDGES, draw_assets
 from diorama.ops.depth_map import DepthMap
 from diorama.ops.render import Box, render
 
-SLOTS = 10
 TOLERANCE = 1e-4
-
-
-def load_scene(number: int):
-    return dict(np.load(reference_dir("neural_assets") / f"scene{number}.npz"))
-
-
-def scene_camera(scene, frame: int) -> A.Camera:
-    return A.Camera(scene["in_k_pix"].tolist(), scene["in_world2cam_opencv"][frame].tolist(), (256, 256))
-
-
-def scene_objects(scene, frame: int, boxes=None) -> tuple[A.Asset, ...]:
-    count = scene["in_obj_size"].shape[0]
-    return tuple(A.Asset(scene["in_obj_center_world"][frame, i].tolist(), scene["in_obj_size"][i].tolist(),
-                         A.rotation_from_ypr(*scene["in_obj_ypr"][frame, i]).tolist(),
-                         tuple(boxes[i].tolist()) if boxes is not None else (0.0,) * 4) for i in range(count))
-
-
-def scene_assets(scene) -> A.Assets:
-    """The model's view of a scene: appearance boxes from the source frame, 3D boxes of the target frame."""
-    boxes = A.boxes_from_segmentation(torch.from_numpy(scene["in_segmentation"][0]), scene["in_obj_size"].shape[0], SLOTS)
-    return A.Assets(scene_objects(scene, 1, boxes), scene_camera(scene, 0), scene_camera(scene, 1))
 
 
 def close(actual: torch.Tensor, expected: np.ndarray, tolerance: float = TOLERANCE) -> None:

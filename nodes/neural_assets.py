@@ -1,0 +1,100 @@
+"""NeuralAssetPose: per-object appearance + 3D-pose tokens that replace the text tokens of SD2.1."""
+from __future__ import annotations
+
+import torch
+from comfy_api.latest import io
+
+from ..loaders.dino_features import clip_vision_backbone_name, clip_vision_patch_features, patch_features
+from ..ops.assets import Assets, pose_rows, source_boxes
+from ..ops.checks import as_rgb_batch
+from ..ops.neural_assets_tokens import (appearance_features, background_pass_image, foreground_mask,
+                                        object_pass_image)
+from .common import CATEGORY, AssetsSocket, for_each_item, intermediate
+
+
+def _dino_features(dino, clip_vision, adapter_dino: str):
+    """The patch-feature function of whichever DINO is connected (exactly one must be), after checking it is
+    the backbone the adapter was trained on (same width but another backbone would pass silently)."""
+    if (dino is None) == (clip_vision is None):
+        raise ValueError("connect exactly one DINO: a Diorama DINO Loader model or a CLIP_VISION DINOv2")
+    name = dino.name if dino is not None else clip_vision_backbone_name(clip_vision)
+    if name != adapter_dino:
+        raise ValueError(f"the adapter was trained on DINO features of {adapter_dino!r} but the connected DINO is "
+                         f"{name!r}; connect that backbone")
+    if dino is not None:
+        return lambda images: patch_features(dino, images)
+    return lambda images: clip_vision_patch_features(clip_vision, images)
+
+
+def scene_sources(source: torch.Tensor, assets: Assets) -> list[torch.Tensor]:
+    """Index 0: this scene's source image; then the images transferred objects came from."""
+    return [source, *assets.extra_sources]
+
+
+def appearance_tokens_input(features_of, sources: list[torch.Tensor], assets: Assets, slots: int) -> torch.Tensor:
+    """RoI features [1, 4(N+1), C]: each object from an object pass over ITS source image (objects of that
+    image kept, the rest 0.5), the background slot from a background pass (boxes set to 0.5)."""
+    boxes = source_boxes(assets, slots)  # [N+1, 4], global box last
+    objects = boxes[:-1]
+    used = {asset.source for asset in assets.objects}
+    per_object = None
+    for index in sorted(used):
+        image = sources[index][None]
+        own = torch.stack([objects[i] if i < len(assets.objects) and assets.objects[i].source == index
+                           else torch.zeros(4) for i in range(slots)])[None]
+        fg = foreground_mask(own, image.shape[1], image.shape[2])
+        features = appearance_features(features_of(object_pass_image(image, fg)), own)
+        per_object = features if per_object is None else per_object + features  # disjoint slots; others are zero
+    background_image = sources[assets.background_source][None]
+    background_own = torch.stack([objects[i] if i < len(assets.objects)
+                                  and assets.objects[i].source == assets.background_source else torch.zeros(4)
+                                  for i in range(slots)])[None]
+    fg = foreground_mask(background_own, background_image.shape[1], background_image.shape[2])
+    background = appearance_features(features_of(background_pass_image(background_image, fg)), boxes[-1:][None])
+    if per_object is None:
+        per_object = background.new_zeros(1, 4 * slots, background.shape[-1])
+    return torch.cat([per_object, background], dim=1)
+
+
+class NeuralAssetPose(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="DioramaNeuralAssetPose",
+            display_name="Diorama Neural Asset Pose",
+            category=f"{CATEGORY}/neural assets",
+            description="Neural Assets conditioning: per object 4 tokens of its appearance (RoIAlign of DINO "
+                        "features inside its source box) joined with 4 tokens of its 3D box projected into the "
+                        "target camera, plus the background slot, → [B, 4(N+1), 1024] in place of text tokens. "
+                        "The negative is the network on the null inputs, as the reference trains it.",
+            inputs=[
+                io.Custom("DIORAMA_NEURAL_ASSETS_ADAPTER").Input("adapter", tooltip="From Diorama Neural Assets Adapter Loader (sets N)."),
+                io.Image.Input("source_image", tooltip="The photo the assets' appearance comes from (a batch gives one "
+                                                       "conditioning per image)."),
+                AssetsSocket.Input("assets", tooltip="3D boxes, source boxes and cameras (Diorama asset nodes)."),
+                io.Custom("DIORAMA_DINO").Input("dino", optional=True, tooltip="A DINO / DINOv2 from Diorama DINO Loader."),
+                io.ClipVision.Input("clip_vision", optional=True, tooltip="Or a DINOv2 loaded as CLIP_VISION."),
+            ],
+            outputs=[
+                io.Conditioning.Output("positive", tooltip="The asset tokens, for SD2.1-class models."),
+                io.Conditioning.Output("negative", tooltip="The null-input tokens (classifier-free guidance)."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, adapter, source_image, assets: Assets, dino=None, clip_vision=None) -> io.NodeOutput:
+        source_image = as_rgb_batch(source_image, "source_image")
+        slots = adapter.config.slots
+        if len(assets.objects) > slots:
+            raise ValueError(f"the assets hold {len(assets.objects)} objects but this adapter has {slots} slots; remove "
+                             f"objects or use an adapter with more slots")
+        features_of = _dino_features(dino, clip_vision, adapter.config.dino)
+        rows = pose_rows(assets, slots)[None]
+
+        def tokens(i: int) -> torch.Tensor:
+            appearance = appearance_tokens_input(features_of, scene_sources(source_image[i], assets), assets, slots)
+            return adapter.tokens(appearance, rows)
+
+        positive = torch.cat(for_each_item(source_image.shape[0], tokens))
+        negative = adapter.null_tokens(positive.shape[0])
+        return io.NodeOutput([[intermediate(positive), {}]], [[intermediate(negative), {}]])

@@ -1,0 +1,151 @@
+"""NeuralAssetPose: the node's assembly (passes, RoI slots, pose rows) against the reference's tokens,
+and the tokens driving a tiny SD2-shaped UNet through ComfyUI's executor."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import safetensors.torch
+import torch
+
+from neural_assets_scenes import SLOTS, load_scene, scene_assets
+from reference_data import reference_dir
+
+ADAPTER = "neural_assets_movi.safetensors"
+
+
+@pytest.fixture(scope="module")
+def golden():
+    return dict(np.load(reference_dir("neural_assets") / "tokens_scenes12.npz"))
+
+
+@pytest.fixture(scope="module")
+def adapter(base_dir):
+    from diorama.loaders.neural_assets_adapter import convert_flax_params, load_neural_assets_adapter
+
+    path = Path(base_dir) / "models" / "neural_assets" / ADAPTER
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        convert_flax_params(str(reference_dir("neural_assets") / "params.npz"), str(path), slots=SLOTS)
+    return load_neural_assets_adapter(str(path))
+
+
+@pytest.mark.parametrize("index", [0, 1], ids=["scene1", "scene2"])
+def test_node_assembly_gives_the_reference_tokens(golden, adapter, index):
+    """With the reference's DINO features standing in for DINO (the golden backbone is a stub), the
+    node's passes, RoI slots and pose rows give the reference's conditioning and null tokens."""
+    from diorama.nodes.neural_assets import appearance_tokens_input
+    from diorama.ops.assets import pose_rows
+
+    assets = scene_assets(load_scene(index + 1))
+    source = torch.from_numpy(golden["in_src_images"][index])
+    passes = []
+
+    def features_of(image: torch.Tensor) -> torch.Tensor:
+        # The node must hand DINO exactly the reference's two masked images.
+        for expected, features in (("mid_appearance_src_image", "mid_feat_fg"), ("in_src_bg_images", "mid_feat_bg")):
+            if torch.equal(image[0], torch.from_numpy(golden[expected][index])):
+                passes.append(expected)
+                return torch.from_numpy(golden[features][index])[None]
+        raise AssertionError("DINO was given an image that is neither of the reference's passes")
+
+    appearance = appearance_tokens_input(features_of, [source], assets, SLOTS)
+    np.testing.assert_allclose(appearance[0].numpy(), golden["mid_app_features_pre_proj"][index], atol=1e-4)
+    rows = pose_rows(assets, SLOTS)[None]
+    np.testing.assert_allclose(rows[0].numpy(), golden["in_tgt_object_poses"][index], atol=1e-4)
+    tokens = adapter.tokens(appearance, rows)
+    np.testing.assert_allclose(tokens[0].numpy(), golden["out_conditioning_tokens"][index], atol=1e-4)
+    np.testing.assert_allclose(adapter.null_tokens(1)[0].numpy(), golden["out_null_conditioning_tokens"][index], atol=1e-4)
+    assert sorted(passes) == ["in_src_bg_images", "mid_appearance_src_image"]
+
+
+@pytest.fixture(scope="module")
+def models(base_dir, adapter, tiny_bifrost_models):
+    """The stub DINO (ViT-B/8 shaped: the adapter's backbone), the converted reference adapter and the
+    tiny SD2-shaped UNet of the BIFRÖST tests."""
+    import tiny_dino
+
+    tiny_dino.write_dino_models(Path(base_dir) / "models" / "dino",
+                                dict(np.load(reference_dir("neural_assets") / "tokens_scenes12.npz"))["stub_patch_proj"])
+    return "stub-dino-vit8"
+
+
+def scene_json() -> str:
+    import json
+
+    scene = load_scene(2)
+    return json.dumps({
+        "camera": {"image_size": [256, 256], "intrinsics": scene["in_k_pix"].tolist(),
+                   "world_to_camera": scene["in_world2cam_opencv"][0].tolist()},
+        "target_camera": {"image_size": [256, 256], "intrinsics": scene["in_k_pix"].tolist(),
+                          "world_to_camera": scene["in_world2cam_opencv"][1].tolist()},
+        "objects": [{"centre": scene["in_obj_center_world"][1, i].tolist(), "size": scene["in_obj_size"][i].tolist(),
+                     "yaw_pitch_roll": np.degrees(scene["in_obj_ypr"][1, i]).tolist(),
+                     "source_box": [0.2 + 0.3 * i, 0.2, 0.45 + 0.3 * i, 0.5]} for i in range(2)],
+    })
+
+
+def pose_graph(models: str, move: float = 0.0, prefix: str = "na") -> dict:
+    return {
+        "1": {"class_type": "DioramaAssetsFromJSON", "inputs": {"json": scene_json()}},
+        "2": {"class_type": "DioramaMoveAsset", "inputs": {"assets": ["1", 0], "index": 1, "dx": move, "dy": 0.0,
+                                                           "dz": 0.0, "axes": "world"}},
+        "3": {"class_type": "DioramaBundledScene", "inputs": {"width": 256, "height": 256, "reference_size": 64}},
+        "4": {"class_type": "DioramaDinoLoader", "inputs": {"model_name": models}},
+        "5": {"class_type": "DioramaNeuralAssetsAdapterLoader", "inputs": {"adapter_name": ADAPTER}},
+        "6": {"class_type": "DioramaNeuralAssetPose", "inputs": {"adapter": ["5", 0], "source_image": ["3", 0],
+                                                                 "assets": ["2", 0], "dino": ["4", 0]}},
+        "7": {"class_type": "UNETLoader", "inputs": {"unet_name": "bifrost_unet.safetensors", "weight_dtype": "default"}},
+        "8": {"class_type": "EmptyLatentImage", "inputs": {"width": 128, "height": 128, "batch_size": 1}},
+        "9": {"class_type": "KSampler", "inputs": {"model": ["7", 0], "positive": ["6", 0], "negative": ["6", 1],
+                                                   "latent_image": ["8", 0], "seed": 3, "steps": 1, "cfg": 3.0,
+                                                   "sampler_name": "ddim", "scheduler": "ddim_uniform", "denoise": 1.0}},
+        "10": {"class_type": "SaveLatent", "inputs": {"samples": ["9", 0], "filename_prefix": f"latents/{prefix}"}},
+    }
+
+
+def test_moving_one_asset_changes_its_tokens_only_and_the_sample(run_prompt, node_class, base_dir, models):
+    def run(move: float, prefix: str) -> torch.Tensor:
+        report = run_prompt(pose_graph(models, move, prefix))
+        saved = report.outputs["10"]["latents"][0]
+        return safetensors.torch.load_file(str(Path(base_dir) / "output" / saved["subfolder"] / saved["filename"]))["latent_tensor"]
+
+    assert torch.equal(run(0.0, "still"), run(0.0, "still_again"))
+    assert not torch.allclose(run(0.0, "still"), run(0.7, "moved"), atol=1e-6), "the pose tokens must reach the UNet"
+
+    # The tokens themselves: only object 1's four tokens change.
+    from diorama.ops.assets import move_object
+    from diorama.ops.asset_json import parse_assets
+
+    assets = parse_assets(scene_json())
+    dino = node_class("DioramaDinoLoader").execute(models).result[0]
+    adapter = node_class("DioramaNeuralAssetsAdapterLoader").execute(ADAPTER).result[0]
+    image = torch.rand(1, 256, 256, 3)
+    pose = node_class("DioramaNeuralAssetPose")
+    before = pose.execute(adapter, image, assets, dino=dino).result[0][0][0]
+    after = pose.execute(adapter, image, move_object(assets, 1, (0.7, 0.0, 0.0)), dino=dino).result[0][0][0]
+    changed = (before - after).abs().amax(-1) > 1e-6
+    assert before.shape == (1, 4 * (SLOTS + 1), 1024)
+    assert changed[0, 4:8].all() and not changed[0, :4].any() and not changed[0, 8:].any()
+
+
+def test_bad_inputs(node_class, models):
+    from diorama.ops.asset_json import parse_assets
+
+    dino = node_class("DioramaDinoLoader").execute(models).result[0]
+    adapter = node_class("DioramaNeuralAssetsAdapterLoader").execute(ADAPTER).result[0]
+    assets = parse_assets(scene_json())
+    pose = node_class("DioramaNeuralAssetPose")
+    with pytest.raises(ValueError, match="exactly one DINO"):
+        pose.execute(adapter, torch.rand(1, 64, 64, 3), assets)
+    crowded = assets
+    from diorama.ops.assets import add_object
+
+    for _ in range(SLOTS):
+        crowded = add_object(crowded, crowded.objects[0])
+    with pytest.raises(ValueError, match="slots"):
+        pose.execute(adapter, torch.rand(1, 64, 64, 3), crowded, dino=dino)
+    wrong = node_class("DioramaDinoLoader").execute("tiny-dino-vit8").result[0]
+    with pytest.raises(ValueError, match="trained on DINO features"):
+        pose.execute(adapter, torch.rand(1, 64, 64, 3), assets, dino=wrong)
