@@ -65,6 +65,14 @@ def tiny_bifrost_models(base_dir):
 
 
 @pytest.fixture(scope="session")
+def tiny_neural_assets_models(base_dir):
+    """The Neural Assets example workflows' models, tiny and random (see tiny_neural_assets.py)."""
+    import tiny_neural_assets
+
+    return tiny_neural_assets.write_example_models(base_dir / "models")
+
+
+@pytest.fixture(scope="session")
 def tiny_depth_models(base_dir):
     """Tiny depth models in models/depth_estimation/ (see tiny_depth.py)."""
     import tiny_depth

@@ -149,3 +149,26 @@ def test_bad_inputs(node_class, models):
     wrong = node_class("DioramaDinoLoader").execute("tiny-dino-vit8").result[0]
     with pytest.raises(ValueError, match="trained on DINO features"):
         pose.execute(adapter, torch.rand(1, 64, 64, 3), assets, dino=wrong)
+
+
+@pytest.mark.parametrize("name", ["neural_assets_edit", "neural_assets_transfer"])
+def test_example_scene_boxes_project_onto_their_source_boxes(name):
+    """The example workflows' room assets describe the bundled scene: each 3D box, projected with the
+    source camera, covers the object's box in the rendered photo."""
+    import json
+
+    from diorama.ops.asset_json import parse_assets
+    from diorama.ops.assets import box_corners, project, to_camera
+
+    workflow = json.loads((Path(__file__).resolve().parents[1] / "example_workflows" / f"{name}.json").read_text())
+    text = next(n["widgets_values"][0] for n in workflow["nodes"] if n["type"] == "DioramaAssetsFromJSON")
+    assets = parse_assets(text)
+    for asset in assets.objects:
+        uvd = project(to_camera(box_corners(asset), assets.source_camera), assets.source_camera)
+        assert bool((uvd[:, 2] > 0).all())
+        x0, x1 = float(uvd[:, 0].min()), float(uvd[:, 0].max())
+        y0, y1 = float(uvd[:, 1].min()), float(uvd[:, 1].max())
+        by0, bx0, by1, bx1 = asset.source_box
+        inter = max(0.0, min(x1, bx1) - max(x0, bx0)) * max(0.0, min(y1, by1) - max(y0, by0))
+        union = (x1 - x0) * (y1 - y0) + (bx1 - bx0) * (by1 - by0) - inter
+        assert inter / union > 0.8, f"{asset.centre}: projected box ({x0:.3f},{y0:.3f},{x1:.3f},{y1:.3f}) vs {asset.source_box}"
