@@ -1,15 +1,18 @@
 """NeuralAssetPose: per-object appearance + 3D-pose tokens that replace the text tokens of SD2.1."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from comfy_api.latest import io
 
 from ..loaders.dino_features import clip_vision_backbone_name, clip_vision_patch_features, patch_features
-from ..ops.assets import Assets, pose_rows, source_boxes
+from ..ops.assets import Assets, crop_camera, pose_rows, source_boxes
 from ..ops.checks import as_rgb_batch
 from ..ops.neural_assets_tokens import (appearance_features, background_pass_image, foreground_mask,
                                         object_pass_image)
 from .common import CATEGORY, AssetsSocket, for_each_item, intermediate
+from .composite import WindowSocket
 
 
 def _dino_features(dino, clip_vision, adapter_dino: str):
@@ -56,6 +59,14 @@ def appearance_tokens_input(features_of, sources: list[torch.Tensor], assets: As
     return torch.cat([per_object, background], dim=1)
 
 
+def window_fractions(window) -> tuple[float, float, float, float]:
+    """The window's sampled square (area plus its padding) as (y0, x0, y1, x1) fractions of the photo."""
+    height, width = window.image_hw
+    top, bottom, left, right = window.padding
+    area = window.area
+    return (area.y0 - top) / height, (area.x0 - left) / width, (area.y1 + bottom) / height, (area.x1 + right) / width
+
+
 class NeuralAssetPose(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -74,6 +85,9 @@ class NeuralAssetPose(io.ComfyNode):
                 AssetsSocket.Input("assets", tooltip="3D boxes, source boxes and cameras (Diorama asset nodes)."),
                 io.Custom("DIORAMA_DINO").Input("dino", optional=True, tooltip="A DINO / DINOv2 from Diorama DINO Loader."),
                 io.ClipVision.Input("clip_vision", optional=True, tooltip="Or a DINOv2 loaded as CLIP_VISION."),
+                WindowSocket.Input("window", optional=True,
+                                   tooltip="Composite Sample's window for a local edit: the 3D boxes are projected "
+                                           "into that crop of the target view. Leave empty for the whole image."),
             ],
             outputs=[
                 io.Conditioning.Output("positive", tooltip="The asset tokens, for SD2.1-class models."),
@@ -82,14 +96,16 @@ class NeuralAssetPose(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, adapter, source_image, assets: Assets, dino=None, clip_vision=None) -> io.NodeOutput:
+    def execute(cls, adapter, source_image, assets: Assets, dino=None, clip_vision=None, window=None) -> io.NodeOutput:
         source_image = as_rgb_batch(source_image, "source_image")
         slots = adapter.config.slots
         if len(assets.objects) > slots:
             raise ValueError(f"the assets hold {len(assets.objects)} objects but this adapter has {slots} slots; remove "
                              f"objects or use an adapter with more slots")
         features_of = _dino_features(dino, clip_vision, adapter.config.dino)
-        rows = pose_rows(assets, slots)[None]
+        target = assets if window is None else replace(assets, target_camera=crop_camera(assets.target_camera,
+                                                                                         window_fractions(window)))
+        rows = pose_rows(target, slots)[None]
 
         def tokens(i: int) -> torch.Tensor:
             appearance = appearance_tokens_input(features_of, scene_sources(source_image[i], assets), assets, slots)

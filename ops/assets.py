@@ -262,6 +262,21 @@ def blender_camera_to_world(camera: Camera) -> torch.Tensor:
 # Boxes, projection, rows
 
 
+def crop_camera(camera: Camera, box: tuple[float, float, float, float]) -> Camera:
+    """The same camera seeing only `box` = (y0, x0, y1, x1), fractions of its image (the box may reach
+    past the image): the principal point moves with the crop's corner and the image becomes the crop,
+    so projected (u, v) are fractions of the crop, as a model sampling only that window needs them."""
+    height, width = camera.image_hw
+    y0, x0, y1, x1 = box
+    if not (y1 > y0 and x1 > x0):
+        raise ValueError(f"crop box {box} has no area; expected y1 > y0 and x1 > x0")
+    k = [list(row) for row in camera.intrinsics]
+    k[0][2] -= x0 * width
+    k[1][2] -= y0 * height
+    crop_hw = (max(1, round((y1 - y0) * height)), max(1, round((x1 - x0) * width)))
+    return Camera(tuple(tuple(row) for row in k), camera.world_to_camera, crop_hw)
+
+
 def box_corners(asset: Asset) -> torch.Tensor:
     """[8, 3] world corners p_i = c + R·(sign_i ⊙ size/2), Kubric's order."""
     half = _tensor(CORNER_SIGNS) * _tensor(asset.size) / 2

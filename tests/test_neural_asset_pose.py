@@ -172,3 +172,25 @@ def test_example_scene_boxes_project_onto_their_source_boxes(name):
         inter = max(0.0, min(x1, bx1) - max(x0, bx0)) * max(0.0, min(y1, by1) - max(y0, by0))
         union = (x1 - x0) * (y1 - y0) + (bx1 - bx0) * (by1 - by0) - inter
         assert inter / union > 0.8, f"{asset.centre}: projected box ({x0:.3f},{y0:.3f},{x1:.3f},{y1:.3f}) vs {asset.source_box}"
+
+
+def test_a_window_projects_the_boxes_into_that_crop():
+    """Closed form: a point at pixel (px, py) of the photo is at ((px − x0)/w, (py − y0)/h) of the crop."""
+    from diorama.nodes.neural_assets import window_fractions
+    from diorama.ops.assets import crop_camera, pose_rows
+    from diorama.ops.composite_window import CompositeWindow
+    from diorama.ops.window import Window
+
+    assets = scene_assets(load_scene(2))
+    window = CompositeWindow(Window(40, 200, 60, 180), (512, 512), (256, 256), padding=(0, 0, 20, 20))
+    box = window_fractions(window)
+    assert box == (40 / 256, 40 / 256, 200 / 256, 200 / 256)
+    from dataclasses import replace
+
+    whole = pose_rows(assets, SLOTS)
+    cropped = pose_rows(replace(assets, target_camera=crop_camera(assets.target_camera, box)), SLOTS)
+    u, v = whole[:2, 0::3].double(), whole[:2, 1::3].double()
+    torch.testing.assert_close(cropped[:2, 0::3].double(), (u * 256 - 40) / 160, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(cropped[:2, 1::3].double(), (v * 256 - 40) / 160, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(cropped[:2, 2::3], whole[:2, 2::3])  # depths
+    torch.testing.assert_close(cropped[-1], whole[-1])  # the camera row: same poses
