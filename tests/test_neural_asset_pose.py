@@ -12,7 +12,8 @@ import torch
 from neural_assets_scenes import SLOTS, load_scene, scene_assets
 from reference_data import reference_dir
 
-ADAPTER = "neural_assets_movi.safetensors"
+# Not the example workflows' name: their fixture writes a random adapter under that one.
+ADAPTER = "reference-params.safetensors"
 
 
 @pytest.fixture(scope="module")
@@ -25,9 +26,8 @@ def adapter(base_dir):
     from diorama.loaders.neural_assets_adapter import convert_flax_params, load_neural_assets_adapter
 
     path = Path(base_dir) / "models" / "neural_assets" / ADAPTER
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        convert_flax_params(str(reference_dir("neural_assets") / "params.npz"), str(path), slots=SLOTS)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    convert_flax_params(str(reference_dir("neural_assets") / "params.npz"), str(path), slots=SLOTS, overwrite=True)
     return load_neural_assets_adapter(str(path))
 
 
