@@ -1,17 +1,20 @@
-"""Identity nodes: DINOv2 and identity-adapter loaders, and IdentityEncode (BIFRÖST/AnyDoor tokens)."""
+"""Identity nodes: DINOv2 and identity-adapter loaders, and IdentityEncode (BIFRÖST/AnyDoor/IMPRINT tokens)."""
 from __future__ import annotations
+
+from typing import Callable
 
 import folder_paths
 import torch
 from comfy_api.latest import io
 
-from ..loaders.identity_adapter import apply_identity_adapter, load_identity_adapter
+from ..loaders.identity_adapter import IdentityAdapter, apply_identity_adapter, load_identity_adapter, null_tokens
 from ..loaders.identity_encoder import dinov2_geometry, dinov2_tokens, load_dinov2
 from ..loaders.model_folders import IDENTITY_ADAPTER_FOLDER, resolve_model_file
 from ..ops.bifrost_reference import mask_bounding_box, reference_crop
 from ..ops.checks import (as_mask_batch, as_rgb_batch, binary_mask, common_batch, expand_batch, file_pixels,
                           require_nonempty, require_same_size)
 from ..ops.identity_tokens import dino_pixels
+from ..ops.imprint_adapter import object_crop
 from .common import CATEGORY, concat_batch, for_each_item, intermediate
 
 IdentityAdapterSocket = io.Custom("DIORAMA_IDENTITY_ADAPTER")
@@ -52,8 +55,8 @@ class IdentityAdapterLoader(io.ComfyNode):
             node_id="DioramaIdentityAdapterLoader",
             display_name="Diorama Identity Adapter Loader",
             category=f"{CATEGORY}/identity",
-            description=f"Loads an identity adapter (e.g. BIFRÖST's DINOv2 → 1024 projector) from "
-                        f"models/{IDENTITY_ADAPTER_FOLDER}/; its metadata says how tokens are made.",
+            description=f"Loads an identity adapter (BIFRÖST's DINOv2 → 1024 projector, or an IMPRINT content "
+                        f"adapter) from models/{IDENTITY_ADAPTER_FOLDER}/; its metadata says how tokens are made.",
             inputs=[
                 io.Combo.Input("adapter_name", options=safetensors_files(IDENTITY_ADAPTER_FOLDER),
                                tooltip=f"An identity adapter .safetensors in models/{IDENTITY_ADAPTER_FOLDER}/ "
@@ -68,7 +71,21 @@ class IdentityAdapterLoader(io.ComfyNode):
         return io.NodeOutput(load_identity_adapter(resolve_model_file(IDENTITY_ADAPTER_FOLDER, adapter_name)))
 
 
-def reference_crops(image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+CropFunction = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def crop_function(adapter: IdentityAdapter) -> CropFunction:
+    """How the adapter's reference crop is made: BIFRÖST's exact crop for the linear adapters; for
+    IMPRINT the same framing at the adapter's image size with the non-object pixels filled as its
+    metadata says (black: the paper's masked object I ⊗ M)."""
+    if adapter.architecture == "linear":
+        return reference_crop
+    fill = 0 if adapter.reference_background == "black" else 255
+    return lambda image, mask: object_crop(image, mask, fill, adapter.image_size)
+
+
+def reference_crops(image: torch.Tensor, mask: torch.Tensor,
+                    crop: CropFunction = reference_crop) -> tuple[torch.Tensor, torch.Tensor]:
     """IMAGE [B,H,W,3] and MASK [B,H,W] → the reference's 224² crops (uint8) and their masks (0/255).
 
     LoadImage makes IMAGE = uint8 / 255, so rounding ×255 recovers the file's bytes exactly.
@@ -84,11 +101,11 @@ def reference_crops(image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tens
             raise ValueError(f"reference_mask item {index}: the object spans a single row or column "
                              f"(box rows {y1}..{y2}, columns {x1}..{x2}), which the reference crop drops; "
                              "expected an object at least 2 px high and wide")
-        crop, crop_mask = reference_crop(image_u8[index], mask_u8[index])
+        object_crop_u8, crop_mask = crop(image_u8[index], mask_u8[index])
         if not bool(crop_mask.any()):
-            raise ValueError(f"reference_mask item {index}: no object pixel is left in the 224² crop; "
-                             "expected a mask covering the object")
-        crops.append(crop)
+            raise ValueError(f"reference_mask item {index}: no object pixel is left in the "
+                             f"{crop_mask.shape[-1]}² crop; expected a mask covering the object")
+        crops.append(object_crop_u8)
         crop_masks.append(crop_mask)
     return torch.stack(crops), torch.stack(crop_masks)
 
@@ -100,10 +117,13 @@ class IdentityEncode(io.ComfyNode):
             node_id="DioramaIdentityEncode",
             display_name="Diorama Identity Encode",
             category=f"{CATEGORY}/identity",
-            description="BIFRÖST/AnyDoor identity tokens: the masked reference is cropped, whitened outside the "
-                        "mask, padded and resized to 224² exactly as the reference code does, encoded by DINOv2 "
-                        "(class + patch tokens, positions resized to 16²) and projected by the identity adapter. "
-                        "The negative is the same on an all-zero image, as the reference's unconditional branch.",
+            description="Identity tokens from a masked reference; the adapter's metadata decides how. BIFRÖST/"
+                        "AnyDoor (linear adapter): the reference is cropped, whitened outside the mask, padded and "
+                        "resized to 224² exactly as the reference code does, encoded by DINOv2 (class + patch "
+                        "tokens, positions resized to 16²) and projected; the negative is the same on an all-zero "
+                        "image. IMPRINT (content adapter): the same framing with the background removed (black), "
+                        "DINOv2, then the adapter's transformer into the UNet's cross-attention width; the "
+                        "negative is what the adapter's metadata names (the adapter on all-zero DINOv2 tokens).",
             inputs=[
                 io.ClipVision.Input("clip_vision", tooltip="DINOv2 (Diorama DINOv2 Loader or ComfyUI's Load CLIP Vision)."),
                 IdentityAdapterSocket.Input("identity_adapter", tooltip="From Diorama Identity Adapter Loader."),
@@ -113,10 +133,13 @@ class IdentityEncode(io.ComfyNode):
                                       "as the reference; one mask for all references or one per reference."),
             ],
             outputs=[
-                io.Conditioning.Output("positive", tooltip="Identity tokens [batch, 257, 1024] as conditioning."),
-                io.Conditioning.Output("negative", tooltip="Tokens of the all-zero image (the reference's "
-                                                            "unconditional tokens), one per batch item."),
-                io.Image.Output("reference_crop", tooltip="The 224² crop DINOv2 sees."),
+                io.Conditioning.Output("positive", tooltip="Identity tokens as conditioning: [batch, 257, 1024] for "
+                                                            "BIFRÖST/AnyDoor, [batch, num_tokens, context_dim] "
+                                                            "for an IMPRINT content adapter."),
+                io.Conditioning.Output("negative", tooltip="The unconditional tokens the adapter's metadata names "
+                                                            "(all-zero image, or the adapter on all-zero DINOv2 "
+                                                            "tokens), one per batch item."),
+                io.Image.Output("reference_crop", tooltip="The crop DINOv2 sees (224² unless the adapter says otherwise)."),
             ],
         )
 
@@ -136,16 +159,24 @@ class IdentityEncode(io.ComfyNode):
         if identity_adapter.image_size % patch:
             raise ValueError(f"the adapter's image size {identity_adapter.image_size} is not a multiple of the "
                              f"DINOv2 patch size {patch}")
-        crops, _ = reference_crops(image, mask)
+        tokens = 1 + (identity_adapter.image_size // patch) ** 2
+        if identity_adapter.input_tokens is not None and tokens != identity_adapter.input_tokens:
+            raise ValueError(f"the identity adapter reads {identity_adapter.input_tokens} DINOv2 tokens but this "
+                             f"DINOv2 (patch {patch}) makes {tokens} at {identity_adapter.image_size}²; use the "
+                             "DINOv2 the adapter was trained with")
+        crops, _ = reference_crops(image, mask, crop_function(identity_adapter))
         pixels = dino_pixels(crops)
 
         def encode(index: int) -> torch.Tensor:
             return apply_identity_adapter(identity_adapter, dinov2_tokens(clip_vision, pixels[index:index + 1]))
 
         positive = concat_batch(for_each_item(batch, encode))
-        # The reference's unconditional tokens: zeros *before* normalisation, i.e. a black image.
-        black = torch.zeros(1, crops.shape[1], crops.shape[2], 3, dtype=torch.uint8)
-        negative = apply_identity_adapter(identity_adapter, dinov2_tokens(clip_vision, dino_pixels(black)))
+        if identity_adapter.negative == "null_tokens":
+            negative = null_tokens(identity_adapter)
+        else:
+            # The reference's unconditional tokens: zeros *before* normalisation, i.e. a black image.
+            black = torch.zeros(1, crops.shape[1], crops.shape[2], 3, dtype=torch.uint8)
+            negative = apply_identity_adapter(identity_adapter, dinov2_tokens(clip_vision, dino_pixels(black)))
         negative = negative.repeat(batch, 1, 1)
         preview = intermediate(crops.float() / 255.0)
         return io.NodeOutput([[positive, {}]], [[negative, {}]], preview)

@@ -78,3 +78,19 @@ def tiny_depth_models(base_dir):
     import tiny_depth
 
     return tiny_depth.write_depth_models(base_dir / "models" / "depth_estimation")
+
+
+@pytest.fixture(scope="session")
+def tiny_imprint_models(base_dir):
+    """The IMPRINT example workflow's DINOv2 and content adapter, tiny and random (see tiny_imprint.py)."""
+    import tiny_imprint
+
+    return tiny_imprint.write_example_models(base_dir / "models")
+
+
+@pytest.fixture(scope="session")
+def tiny_person_models(base_dir):
+    """The person insertion example's DINOv2 and adapter, tiny and random (see tiny_person.py)."""
+    import tiny_person
+
+    return tiny_person.write_example_models(base_dir / "models")

@@ -313,7 +313,7 @@ GOOD_METADATA = {"diorama_format": "identity_adapter", "diorama_format_version":
 @pytest.mark.parametrize("metadata, tensors, message", [
     ({}, None, "not a Diorama identity adapter"),
     ({"diorama_format_version": "2"}, None, "format version '2' is not supported"),
-    ({"architecture": "imprint_content_adapter"}, None, "'imprint_content_adapter' format version '1' is not supported"),
+    ({"architecture": "perceiver"}, None, "'perceiver' format version '1' is not supported"),
     ({"source": "other"}, None, "source='other'"),
     ({"image_size": "518"}, None, "image_size='518'"),
     ({}, {"projection.weight": torch.zeros(1024, 64)}, "expected exactly"),
