@@ -5,6 +5,7 @@ from .composite import CompositeSample, CompositeWindowNode, CropToWindow
 from .depth import DepthEstimate, DepthFromImage, DepthModelLoader
 from .geometry import DepthAwarePaste, DepthFuse, DetailMap, ShapeMask
 from .identity import DinoV2Loader, IdentityAdapterLoader, IdentityEncode
+from .keypoints import NODES as KEYPOINT_NODES
 from .neural_assets import NeuralAssetPose
 from .neural_assets_loaders import DinoLoader, NeuralAssetsAdapterLoader
 from .placement import PlacementFromBox, PlacementFromMask
@@ -35,4 +36,5 @@ NODES = [
     NeuralAssetsAdapterLoader,
     *ASSET_NODES,
     NeuralAssetPose,
+    *KEYPOINT_NODES,
 ]

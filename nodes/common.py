@@ -12,6 +12,7 @@ DepthSocket = io.Custom("DIORAMA_DEPTH")
 PlacementSocket = io.Custom("DIORAMA_PLACEMENT")
 DepthModelSocket = io.Custom("DIORAMA_DEPTH_MODEL")
 AssetsSocket = io.Custom("DIORAMA_ASSETS")  # ops.assets.Assets: cameras + per-object 3D boxes, one scene
+KeypointsSocket = io.Custom("DIORAMA_KEYPOINTS")  # ops.keypoints.Keypoints: COCO-17 skeletons, fractions of an image
 
 CATEGORY = "Diorama"
 T = TypeVar("T")
