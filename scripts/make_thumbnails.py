@@ -42,6 +42,7 @@ def main() -> int:
             sys.path.insert(0, str(REPO / "tests"))
             import tiny_bifrost
             import tiny_depth
+            import tiny_imprint
             import tiny_neural_assets
             import tiny_sd
 
@@ -49,6 +50,7 @@ def main() -> int:
             tiny_sd.write_example_models(base / "models")
             tiny_bifrost.write_example_models(base / "models")
             tiny_neural_assets.write_example_models(base / "models")
+            tiny_imprint.write_example_models(base / "models")
         for workflow in sorted((REPO / "example_workflows").glob("*.json")):
             if args.names and workflow.stem not in args.names:
                 continue
