@@ -8,6 +8,7 @@ from .identity import DinoV2Loader, IdentityAdapterLoader, IdentityEncode
 from .keypoints import NODES as KEYPOINT_NODES
 from .neural_assets import NeuralAssetPose
 from .neural_assets_loaders import DinoLoader, NeuralAssetsAdapterLoader
+from .person import NODES as PERSON_NODES
 from .placement import PlacementFromBox, PlacementFromMask
 from .scene import BundledScene
 
@@ -37,4 +38,5 @@ NODES = [
     *ASSET_NODES,
     NeuralAssetPose,
     *KEYPOINT_NODES,
+    *PERSON_NODES,
 ]
