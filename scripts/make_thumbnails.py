@@ -44,6 +44,7 @@ def main() -> int:
             import tiny_depth
             import tiny_imprint
             import tiny_neural_assets
+            import tiny_person
             import tiny_sd
 
             tiny_depth.write_depth_models(base / "models" / "depth_estimation")
@@ -51,6 +52,7 @@ def main() -> int:
             tiny_bifrost.write_example_models(base / "models")
             tiny_neural_assets.write_example_models(base / "models")
             tiny_imprint.write_example_models(base / "models")
+            tiny_person.write_example_models(base / "models")
         for workflow in sorted((REPO / "example_workflows").glob("*.json")):
             if args.names and workflow.stem not in args.names:
                 continue
