@@ -25,6 +25,8 @@ from typing import Iterable, Mapping
 
 import torch
 
+from .state_layout import layout_differences
+
 log = logging.getLogger(__name__)
 
 SCHEDULE_BUFFERS = (
@@ -177,17 +179,14 @@ def _meta(shapes: Mapping[str, Iterable[int]]) -> dict[str, torch.Tensor]:
 
 
 def _compare_layout(label: str, expected: Mapping[str, torch.Size], actual: Mapping[str, torch.Size]) -> None:
-    missing = [k for k in expected if k not in actual]
-    unknown = [k for k in actual if k not in expected]
-    wrong = [f"{k} {tuple(actual[k])} (expected {tuple(expected[k])})" for k in expected
-             if k in actual and tuple(actual[k]) != tuple(expected[k])]
+    differences = layout_differences(expected, actual)
     problems = []
-    if missing:
-        problems.append(f"missing keys: {_listing(missing)}")
-    if unknown:
-        problems.append(f"unexpected keys: {_listing(unknown)}")
-    if wrong:
-        problems.append(f"wrong shapes: {_listing(wrong)}")
+    if differences.missing:
+        problems.append(f"missing keys: {_listing(differences.missing)}")
+    if differences.unknown:
+        problems.append(f"unexpected keys: {_listing(differences.unknown)}")
+    if differences.wrong:
+        problems.append(f"wrong shapes: {_listing(differences.wrong)}")
     if problems:
         raise CheckpointError(f"{label} does not have the layout ComfyUI's module expects; " + "; ".join(problems))
 

@@ -45,6 +45,7 @@ import torch
 
 from ..ops.imprint_adapter import TOKEN_MODES, ImprintAdapterConfig, ImprintContentAdapter
 from .patching import model_patcher
+from .state_layout import layout_differences
 
 log = logging.getLogger(__name__)
 
@@ -166,14 +167,12 @@ def imprint_module_from_state_dict(state_dict: dict[str, torch.Tensor], metadata
     config = imprint_config_from_metadata(metadata, name)
     module = ImprintContentAdapter(config)
     expected = {key: tuple(value.shape) for key, value in module.state_dict().items()}
-    missing = sorted(set(expected) - set(state_dict))
-    unknown = sorted(set(state_dict) - set(expected))
+    differences = layout_differences(expected, {key: tuple(value.shape) for key, value in state_dict.items()})
+    missing, unknown, wrong = differences.missing, differences.unknown, differences.wrong
     if missing or unknown:
         raise ValueError(f"{name}: {IMPRINT} tensors missing {missing[:8]}{' …' if len(missing) > 8 else ''}, "
                          f"unknown {unknown[:8]}{' …' if len(unknown) > 8 else ''}; the metadata (depth "
                          f"{config.depth}, token_mode {config.token_mode!r}) asks for {len(expected)} tensors")
-    wrong = [f"{key} {tuple(state_dict[key].shape)} (expected {shape})" for key, shape in expected.items()
-             if tuple(state_dict[key].shape) != shape]
     if wrong:
         raise ValueError(f"{name}: tensor shapes disagree with the metadata (input_dim {config.input_dim}, width "
                          f"{config.width}, mlp_dim {config.mlp_dim}, num_tokens {config.num_tokens}, context_dim "

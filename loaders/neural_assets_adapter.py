@@ -32,6 +32,7 @@ import torch
 
 from ..ops.neural_assets_tokens import NeuralAssetsAdapter, NeuralAssetsConfig
 from .patching import model_patcher
+from .state_layout import layout_differences
 
 log = logging.getLogger(__name__)
 
@@ -97,13 +98,11 @@ def adapter_from_state_dict(state_dict: dict[str, torch.Tensor], metadata: dict[
     config = config_from_metadata(metadata, name)
     module = NeuralAssetsAdapter(config)
     expected = {key: tuple(value.shape) for key, value in module.state_dict().items()}
-    missing = sorted(set(expected) - set(state_dict))
-    unknown = sorted(set(state_dict) - set(expected))
-    if missing or unknown:
-        raise AdapterFormatError(f"{name}: tensors missing {missing}, unknown {unknown}; expected exactly "
-                                 f"{sorted(expected)}")
-    wrong = [f"{key} {tuple(state_dict[key].shape)} (expected {shape})" for key, shape in expected.items()
-             if tuple(state_dict[key].shape) != shape]
+    differences = layout_differences(expected, {key: tuple(value.shape) for key, value in state_dict.items()})
+    if differences.missing or differences.unknown:
+        raise AdapterFormatError(f"{name}: tensors missing {differences.missing}, unknown {differences.unknown}; "
+                                 f"expected exactly {sorted(expected)}")
+    wrong = differences.wrong
     if wrong:
         raise AdapterFormatError(f"{name}: shapes disagree with the metadata (feature_dim {config.feature_dim}, "
                                  f"token_dim {config.token_dim}, context_dim {config.context_dim}): {', '.join(wrong)}")
