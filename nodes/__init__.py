@@ -11,6 +11,7 @@ from .neural_assets_loaders import DinoLoader, NeuralAssetsAdapterLoader
 from .person import NODES as PERSON_NODES
 from .placement import PlacementFromBox, PlacementFromMask
 from .scene import BundledScene
+from .vlm import VLMLoader
 
 NODES = [
     BundledScene,
@@ -39,4 +40,5 @@ NODES = [
     NeuralAssetPose,
     *KEYPOINT_NODES,
     *PERSON_NODES,
+    VLMLoader,
 ]
