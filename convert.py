@@ -1,5 +1,7 @@
 """python -m diorama.convert {bifrost,anydoor} FILE.ckpt [--name NAME] [--models-dir DIR] [--dtype fp16] [--overwrite]
    python -m diorama.convert neural-assets PARAMS.npz --slots N [--dino NAME] [--name NAME] [--models-dir DIR]
+   python -m diorama.convert llava-bifrost BASE_FOLDER LORA_FOLDER --out NAME [--vision-tower CLIP_FOLDER]
+                             [--models-dir DIR] [--dtype bf16] [--overwrite]
 
 Converts a released BIFRÖST or AnyDoor Lightning checkpoint into the model files ComfyUI's loaders
 read: UNet → diffusion_models/, ControlNet(s) → controlnet/, DINOv2-g → clip_vision/, identity
@@ -9,6 +11,9 @@ unless --overwrite is given.
 
 neural-assets: the reference's Flax parameter tree (params.npz of plain arrays, read without
 pickle) → a Neural Assets adapter in neural_assets/; --slots is the N it was trained with.
+
+llava-bifrost: BIFRÖST's LLaVA-1.5 (original LLaVA folder + its LoRA folder) → a transformers LLaVA
+folder in LLM/NAME with the LoRA merged (see loaders/llava_conversion.py).
 """
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ import logging
 import os
 import sys
 
-FOLDERS = ("diffusion_models", "controlnet", "clip_vision", "identity_adapters", "vae", "neural_assets")
+FOLDERS = ("diffusion_models", "controlnet", "clip_vision", "identity_adapters", "vae", "neural_assets", "LLM")
 
 
 def _import_comfyui() -> None:
@@ -59,10 +64,15 @@ def _default_path(folder: str, paths: list[str]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m diorama.convert", description=__doc__.split("\n\n")[1])
-    parser.add_argument("model", choices=["bifrost", "anydoor", "neural-assets"],
+    parser.add_argument("model", choices=["bifrost", "anydoor", "neural-assets", "llava-bifrost"],
                         help="which released model the checkpoint holds")
-    parser.add_argument("checkpoint", help="the Lightning .ckpt file (e.g. AnyDoor's epoch=1-step=8687.ckpt), or for "
-                                           "neural-assets the Flax params .npz")
+    parser.add_argument("checkpoint", help="the Lightning .ckpt file (e.g. AnyDoor's epoch=1-step=8687.ckpt), for "
+                                           "neural-assets the Flax params .npz, for llava-bifrost the base LLaVA folder")
+    parser.add_argument("lora", nargs="?", help="llava-bifrost: the LoRA folder (adapter_config.json, "
+                                                "adapter_model.safetensors, optional non_lora_trainables)")
+    parser.add_argument("--out", help="llava-bifrost: name of the folder written under LLM/")
+    parser.add_argument("--vision-tower", help="llava-bifrost: the CLIP folder, when the base weights hold no "
+                                               "vision tower")
     parser.add_argument("--slots", type=int, help="neural-assets: object slots N the model was trained with "
                                                   "(10 for MOVi-A/B/C, 23 for MOVi-E/F)")
     parser.add_argument("--dino", default="dino_vitb8", help="neural-assets: the DINO it was trained with "
@@ -73,6 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overwrite", action="store_true", help="replace files that already exist")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    if args.model == "llava-bifrost":
+        if not args.lora or not args.out:
+            parser.error("llava-bifrost needs BASE_FOLDER LORA_FOLDER --out NAME")
+        return convert_llava_bifrost(args)
+    if args.lora or args.out or args.vision_tower:
+        parser.error("LORA_FOLDER, --out and --vision-tower only apply to llava-bifrost")
     if args.model == "neural-assets":
         if args.dtype:
             parser.error("--dtype does not apply to neural-assets (adapters are written in float32)")
@@ -116,6 +132,25 @@ def convert_neural_assets(args: argparse.Namespace) -> int:
         return 2
     logging.getLogger("diorama.convert").info("converted %s into %s (%d slots → %d tokens, %s features)",
                                               args.checkpoint, path, config.slots, config.num_tokens, config.dino)
+    return 0
+
+
+def convert_llava_bifrost(args: argparse.Namespace) -> int:
+    try:
+        _import_comfyui()
+        from .loaders.bifrost_checkpoint import DTYPES
+        from .loaders.llava_conversion import LlavaConversionError, convert_llava
+
+        out = os.path.join(output_folders(args.models_dir)["LLM"], args.out)
+        report = convert_llava(args.checkpoint, args.lora, out, vision_tower=args.vision_tower,
+                               dtype=DTYPES[args.dtype] if args.dtype else None, overwrite=args.overwrite)
+    except (LlavaConversionError, FileExistsError, FileNotFoundError, OSError) as error:
+        sys.stderr.write(f"error: {error}\n")
+        return 2
+    logging.getLogger("diorama.convert").info(
+        "converted %s + LoRA %s into %s: %d tensors, %d with the LoRA merged, %d from non_lora_trainables, "
+        "%d recomputed buffers/unused parts dropped, tokens added: %s", args.checkpoint, args.lora, out,
+        report.converted, len(report.merged), len(report.replaced), len(report.dropped), report.added_tokens or "none")
     return 0
 
 

@@ -172,3 +172,170 @@ def test_pickled_weights_are_refused(llm_dir, tmp_path):
     torch.save({"x": torch.zeros(1)}, folder / "pytorch_model.bin")
     with pytest.raises(FileNotFoundError, match=r"pickled \['pytorch_model.bin'\]"):
         load_vlm(str(folder))
+
+
+# --- BIFRÖST LLaVA conversion: original LLaVA layout + LoRA → transformers folder -----------------------------
+
+TEXT, INNER, LAYERS, VISION, VISION_INNER, PATCH = 32, 64, 2, 64, 128, 14
+POSITIONS = (tiny_vlm.IMAGE // PATCH) ** 2 + 1
+LORA_R, LORA_ALPHA = 4, 8
+LORA_TARGETS = {"self_attn.q_proj": (TEXT, TEXT), "self_attn.k_proj": (TEXT, TEXT), "self_attn.v_proj": (TEXT, TEXT),
+                "self_attn.o_proj": (TEXT, TEXT), "mlp.gate_proj": (INNER, TEXT), "mlp.up_proj": (INNER, TEXT),
+                "mlp.down_proj": (TEXT, INNER)}
+
+
+def original_llava_state(vocab: int) -> dict[str, torch.Tensor]:
+    """haotian-liu/LLaVA's LlavaLlamaForCausalLM key layout, shapes written out by hand."""
+    g = torch.Generator().manual_seed(7)
+    shapes = {"model.embed_tokens.weight": (vocab, TEXT), "model.norm.weight": (TEXT,), "lm_head.weight": (vocab, TEXT),
+              "model.mm_projector.0.weight": (TEXT, VISION), "model.mm_projector.0.bias": (TEXT,),
+              "model.mm_projector.2.weight": (TEXT, TEXT), "model.mm_projector.2.bias": (TEXT,)}
+    for i in range(LAYERS):
+        for module, shape in LORA_TARGETS.items():
+            shapes[f"model.layers.{i}.{module}.weight"] = shape
+        shapes[f"model.layers.{i}.input_layernorm.weight"] = (TEXT,)
+        shapes[f"model.layers.{i}.post_attention_layernorm.weight"] = (TEXT,)
+        shapes[f"model.layers.{i}.self_attn.rotary_emb.inv_freq"] = (TEXT // 4,)  # saved by older transformers
+    tower = "model.vision_tower.vision_tower.vision_model."
+    shapes |= {tower + "embeddings.class_embedding": (VISION,),
+               tower + "embeddings.patch_embedding.weight": (VISION, 3, PATCH, PATCH),
+               tower + "embeddings.position_embedding.weight": (POSITIONS, VISION),
+               tower + "pre_layrnorm.weight": (VISION,), tower + "pre_layrnorm.bias": (VISION,),
+               tower + "post_layernorm.weight": (VISION,), tower + "post_layernorm.bias": (VISION,)}
+    for i in range(LAYERS):
+        layer = f"{tower}encoder.layers.{i}."
+        for name in ("q_proj", "k_proj", "v_proj", "out_proj"):
+            shapes |= {f"{layer}self_attn.{name}.weight": (VISION, VISION), f"{layer}self_attn.{name}.bias": (VISION,)}
+        for name in ("layer_norm1", "layer_norm2"):
+            shapes |= {f"{layer}{name}.weight": (VISION,), f"{layer}{name}.bias": (VISION,)}
+        shapes |= {f"{layer}mlp.fc1.weight": (VISION_INNER, VISION), f"{layer}mlp.fc1.bias": (VISION_INNER,),
+                   f"{layer}mlp.fc2.weight": (VISION, VISION_INNER), f"{layer}mlp.fc2.bias": (VISION,)}
+    state = {k: torch.randn(shape, generator=g) * 0.3 for k, shape in shapes.items()}
+    state[tower + "embeddings.position_ids"] = torch.arange(POSITIONS)[None]
+    return state
+
+
+@pytest.fixture()
+def original_llava(tmp_path):
+    """A tiny BIFRÖST-style release: base folder (original layout) + LoRA folder (PEFT, non_lora_trainables)."""
+    from safetensors.torch import save_file
+
+    base, lora = tmp_path / "llava-v1.5-tiny", tmp_path / "llava-bifrost-lora"
+    base.mkdir(), lora.mkdir()
+    tokenizer = tiny_vlm.train_tokenizer(["<unk>", "<s>", "</s>"], unk_token="<unk>", bos_token="<s>", eos_token="</s>")
+    tokenizer.save_pretrained(base)
+    vocab = len(tokenizer)
+    state = original_llava_state(vocab)
+    save_file(state, base / "model.safetensors")
+    (base / "config.json").write_text(json.dumps({
+        "model_type": "llava_llama", "architectures": ["LlavaLlamaForCausalLM"], "vocab_size": vocab,
+        "hidden_size": TEXT, "intermediate_size": INNER, "num_hidden_layers": LAYERS, "num_attention_heads": 2,
+        "num_key_value_heads": 2, "max_position_embeddings": 512, "rms_norm_eps": 1e-5, "hidden_act": "silu",
+        "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id, "mm_hidden_size": VISION,
+        "mm_projector_type": "mlp2x_gelu", "mm_vision_select_layer": -2, "mm_vision_select_feature": "patch",
+        "mm_vision_tower": "openai/clip-vit-large-patch14-336", "image_aspect_ratio": "pad"}))
+    g = torch.Generator().manual_seed(8)
+    adapter = {}
+    for i in range(LAYERS):
+        for module, (out, into) in LORA_TARGETS.items():
+            prefix = f"base_model.model.model.layers.{i}.{module}"
+            adapter[f"{prefix}.lora_A.weight"] = torch.randn(LORA_R, into, generator=g)
+            adapter[f"{prefix}.lora_B.weight"] = torch.randn(out, LORA_R, generator=g)
+    save_file(adapter, lora / "adapter_model.safetensors")
+    (lora / "adapter_config.json").write_text(json.dumps({
+        "peft_type": "LORA", "r": LORA_R, "lora_alpha": LORA_ALPHA, "lora_dropout": 0.05, "bias": "none",
+        "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]}))
+    trained = {f"base_model.model.model.mm_projector.{i}.{p}": torch.randn(state[f"model.mm_projector.{i}.{p}"].shape,
+                                                                            generator=g)
+               for i in (0, 2) for p in ("weight", "bias")}
+    torch.save(trained, lora / "non_lora_trainables.bin")  # LLaVA's own trainer writes this pickled file
+    return base, lora, state, adapter, trained
+
+
+def test_llava_conversion_merges_the_lora_and_loads(original_llava, tmp_path, llm_dir):
+    from transformers import LlavaForConditionalGeneration
+
+    from diorama.convert import main
+    from diorama.loaders.vlm import generate, load_vlm
+
+    base, lora, state, adapter, trained = original_llava
+    assert main(["llava-bifrost", str(base), str(lora), "--out", "bifrost-converted", "--models-dir", str(tmp_path)]) == 0
+    out = tmp_path / "LLM" / "bifrost-converted"
+    model = LlavaForConditionalGeneration.from_pretrained(out, local_files_only=True, use_safetensors=True)
+    converted = model.state_dict()
+    scale = LORA_ALPHA / LORA_R
+    for i in range(LAYERS):
+        for module in LORA_TARGETS:
+            lora_key = f"base_model.model.model.layers.{i}.{module}"
+            expected = state[f"model.layers.{i}.{module}.weight"] + scale * (
+                adapter[f"{lora_key}.lora_B.weight"] @ adapter[f"{lora_key}.lora_A.weight"])
+            torch.testing.assert_close(converted[f"model.language_model.layers.{i}.{module}.weight"], expected)
+    torch.testing.assert_close(converted["model.multi_modal_projector.linear_1.weight"],
+                               trained["base_model.model.model.mm_projector.0.weight"])
+    torch.testing.assert_close(converted["model.multi_modal_projector.linear_2.bias"],
+                               trained["base_model.model.model.mm_projector.2.bias"])
+    tower = "model.vision_tower.vision_tower.vision_model."
+    vision_keys = [k for k in converted if k.endswith("encoder.layers.1.mlp.fc2.weight") and "vision" in k]
+    torch.testing.assert_close(converted[vision_keys[0]], state[tower + "encoder.layers.1.mlp.fc2.weight"])
+    # <image> and <pad> are new tokens: the original rows are kept, new rows start at the mean row.
+    vocab = state["model.embed_tokens.weight"].shape[0]
+    embed = converted["model.language_model.embed_tokens.weight"]
+    assert embed.shape[0] == vocab + 2
+    torch.testing.assert_close(embed[:vocab], state["model.embed_tokens.weight"])
+    torch.testing.assert_close(embed[vocab:], state["model.embed_tokens.weight"].mean(0).expand(2, -1))
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(out, local_files_only=True)
+    assert model.config.image_token_id == tokenizer.convert_tokens_to_ids("<image>") >= vocab
+    assert model.config.vision_config.image_size == tiny_vlm.IMAGE and model.config.vision_feature_layer == -2
+
+    # Copied into models/LLM, it loads and answers through the loader.
+    vlm = load_vlm(str(out))
+    assert vlm.family == "llava"
+    prompt = "USER: <image>\nPlace the cat behind the bed. ASSISTANT:"
+    assert isinstance(generate(vlm, torch.rand(40, 60, 3), prompt, max_new_tokens=5), str)
+
+
+def test_llava_conversion_accounts_for_every_key(original_llava, tmp_path):
+    from diorama.loaders.llava_conversion import convert_llava
+
+    base, lora, state, adapter, trained = original_llava
+    report = convert_llava(str(base), str(lora), str(tmp_path / "out"))
+    dropped = {k for k in state if k.endswith(("inv_freq", "position_ids"))}
+    assert set(report.dropped) == dropped
+    assert report.converted == len(state) - len(dropped)
+    assert len(report.merged) == LAYERS * len(LORA_TARGETS) and len(report.replaced) == 4
+    assert report.added_tokens == ["<image>", "<pad>"]
+
+
+def test_llava_conversion_refuses_unknown_or_missing_keys(original_llava, tmp_path):
+    from safetensors.torch import save_file
+
+    from diorama.loaders.llava_conversion import LlavaConversionError, convert_llava
+
+    base, lora, state, adapter, trained = original_llava
+    extra = dict(state) | {"model.mystery_head.weight": torch.zeros(2)}
+    save_file(extra, base / "model.safetensors")
+    with pytest.raises(LlavaConversionError, match="model.mystery_head.weight"):
+        convert_llava(str(base), str(lora), str(tmp_path / "a"))
+    fewer = {k: v for k, v in state.items() if k != "model.norm.weight"}
+    save_file(fewer, base / "model.safetensors")
+    with pytest.raises(LlavaConversionError, match=r"missing keys: \['model.language_model.norm.weight'\]"):
+        convert_llava(str(base), str(lora), str(tmp_path / "b"))
+    save_file(state, base / "model.safetensors")
+    save_file(adapter | {"base_model.model.model.layers.9.self_attn.q_proj.lora_A.weight": torch.zeros(LORA_R, TEXT),
+                         "base_model.model.model.layers.9.self_attn.q_proj.lora_B.weight": torch.zeros(TEXT, LORA_R)},
+              lora / "adapter_model.safetensors")
+    with pytest.raises(LlavaConversionError, match="no base weight.*layers.9.self_attn.q_proj"):
+        convert_llava(str(base), str(lora), str(tmp_path / "c"))
+
+
+def test_llava_conversion_command_errors(original_llava, tmp_path, capsys):
+    from diorama.convert import main
+
+    base, lora, *_ = original_llava
+    (lora / "adapter_config.json").write_text(json.dumps({"r": 4}))
+    assert main(["llava-bifrost", str(base), str(lora), "--out", "x", "--models-dir", str(tmp_path)]) == 2
+    assert "lora_alpha" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["llava-bifrost", str(base), "--out", "x"])
