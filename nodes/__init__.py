@@ -6,6 +6,7 @@ from .depth import DepthEstimate, DepthFromImage, DepthModelLoader
 from .geometry import DepthAwarePaste, DepthFuse, DetailMap, ShapeMask
 from .identity import DinoV2Loader, IdentityAdapterLoader, IdentityEncode
 from .keypoints import NODES as KEYPOINT_NODES
+from .locate import LocatePlacement
 from .neural_assets import NeuralAssetPose
 from .neural_assets_loaders import DinoLoader, NeuralAssetsAdapterLoader
 from .person import NODES as PERSON_NODES
@@ -41,4 +42,5 @@ NODES = [
     *KEYPOINT_NODES,
     *PERSON_NODES,
     VLMLoader,
+    LocatePlacement,
 ]
