@@ -98,8 +98,15 @@ def load_vlm(folder: str, dtype: str = "auto") -> VisionLanguageModel:
     torch_dtype = _resolve_dtype(dtype, config_dict.get("dtype", config_dict.get("torch_dtype")),
                                  comfy.model_management.get_torch_device())
     model_class = getattr(transformers, MODEL_CLASSES[family])
-    model = model_class.from_pretrained(folder, local_files_only=True, use_safetensors=True, dtype=torch_dtype,
-                                        trust_remote_code=False)
+    model, info = model_class.from_pretrained(folder, local_files_only=True, use_safetensors=True, dtype=torch_dtype,
+                                              trust_remote_code=False, output_loading_info=True)
+    # transformers only warns about weights it did not find and leaves them random; a VLM with random
+    # parts would answer nonsense, so a layout that does not match the class is an error here.
+    missing = sorted(info.get("missing_keys", ()))
+    if missing:
+        raise ValueError(f"{folder}: the weights do not match transformers' {MODEL_CLASSES[family]} layout; "
+                         f"{len(missing)} weights are missing, e.g. {missing[:8]} (a remote-code layout? use the "
+                         "transformers-native release of the model)")
     model.eval()
     processor = transformers.AutoProcessor.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
     log.info("loaded %s VLM %s (%s)", family, os.path.basename(os.path.normpath(folder)), torch_dtype)

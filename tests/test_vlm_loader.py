@@ -339,3 +339,16 @@ def test_llava_conversion_command_errors(original_llava, tmp_path, capsys):
     assert "lora_alpha" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["llava-bifrost", str(base), "--out", "x"])
+
+
+def test_weights_in_another_layout_are_refused(tmp_path):
+    """Weights missing from the class's layout (e.g. a remote-code release) are an error, not random parts."""
+    from safetensors.torch import load_file, save_file
+
+    from diorama.loaders.vlm import load_vlm
+
+    folder = tiny_vlm.write_model(tmp_path / "renamed-qwen", "qwen2_5_vl")
+    tensors = load_file(folder / "model.safetensors")
+    save_file({k.replace("visual.", "vision_tower_v0."): v for k, v in tensors.items()}, folder / "model.safetensors")
+    with pytest.raises(ValueError, match="weights are missing"):
+        load_vlm(str(folder))
