@@ -43,6 +43,7 @@ def main() -> int:
             import tiny_bifrost
             import tiny_depth
             import tiny_imprint
+            import tiny_locate
             import tiny_neural_assets
             import tiny_person
             import tiny_sd
@@ -53,6 +54,7 @@ def main() -> int:
             tiny_neural_assets.write_example_models(base / "models")
             tiny_imprint.write_example_models(base / "models")
             tiny_person.write_example_models(base / "models")
+            tiny_locate.write_example_models(base / "models" / "LLM")
         for workflow in sorted((REPO / "example_workflows").glob("*.json")):
             if args.names and workflow.stem not in args.names:
                 continue

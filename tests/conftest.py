@@ -94,3 +94,12 @@ def tiny_person_models(base_dir):
     import tiny_person
 
     return tiny_person.write_example_models(base_dir / "models")
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm_models(base_dir):
+    """Tiny VLMs in models/LLM/ under the example workflows' names; the Qwen2.5-VL one answers a fixed
+    box so the workflow parses a real answer end to end (see tiny_locate.py)."""
+    import tiny_locate
+
+    return tiny_locate.write_example_models(base_dir / "models" / "LLM")

@@ -36,7 +36,7 @@ def paste_result(run_prompt, base_dir):
 @pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
 def test_every_example_workflow_runs_and_has_a_thumbnail(path, run_prompt, tiny_sd_models, tiny_depth_models,
                                                          tiny_bifrost_models, tiny_neural_assets_models,
-                                                         tiny_imprint_models, tiny_person_models):
+                                                         tiny_imprint_models, tiny_person_models, tiny_vlm_models):
     """Workflows load the tiny models written under the names they use; sampling workflows
     sample 2 steps of a 128² window instead of their 20 steps at 512² (the graph is the same)."""
     prompt = to_api_prompt(load_workflow(path))

@@ -27,3 +27,18 @@ def rig_answer(folder: Path, answer: str, prompt_end: str = QWEN_ANSWER_PREFIX) 
     config["sequence_bias"] = [[prefix + tokens[:i + 1], BIAS] for i in range(len(tokens))]
     path.write_text(json.dumps(config, indent=1))
     return tokens
+
+
+# The example workflow's bundled scene is 512x384; the tiny Qwen2.5-VL resizes it to 252x168 (its
+# smart_resize with 28 px cells and at most 64 cells), so this box is x 0.552..0.802, y 0.518..0.810:
+# where the crate stands behind the table in the true render.
+EXAMPLE_ANSWER = '{"bbox_2d": [139, 87, 202, 136], "label": "crate"}'
+
+
+def write_example_models(llm_dir: Path) -> dict[str, Path]:
+    """The tiny VLMs under the example workflows' names; the Qwen2.5-VL one rigged to EXAMPLE_ANSWER."""
+    import tiny_vlm
+
+    folders = tiny_vlm.write_vlm_models(llm_dir)
+    rig_answer(folders["qwen2_5_vl"], EXAMPLE_ANSWER)
+    return folders
