@@ -13,6 +13,9 @@ the example's input sizes as a ratio to one real-size SD2.1 UNet + two ControlNe
 weights; target ≤ 10%), and a real-size DINOv2-g forward at 224² on its own line.
 neural-assets: Neural Assets token construction (two DINO ViT-B/8 passes at 224², RoIAlign, adapter,
 CFG-null tokens) for 1, 10 and 23 objects on a 256² source, against one real-size SD2.1 UNet step at 512².
+locate (only when named; minutes): Locate Placement with a real-size Qwen2.5-VL-3B-shaped model (random
+weights, bf16 where the CPU has it) on a 1024² image: prefill, decode tokens/s, peak memory, and the share
+of Locate → Depth Fuse → Depth-Aware Paste spent outside the VLM (target ≤ 2%).
 """
 from __future__ import annotations
 
@@ -37,7 +40,8 @@ def depth_anything_v2_small():
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("which", nargs="*", choices=["geometry", "composite", "conversion", "bifrost", "neural-assets"],
+    parser.add_argument("which", nargs="*", choices=["geometry", "composite", "conversion", "bifrost", "neural-assets",
+                                                      "locate"],
                         default=["geometry", "composite", "bifrost", "neural-assets"])
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024, 2048, 4096])
     parser.add_argument("--repeats", type=int, default=5)
@@ -70,6 +74,10 @@ def main() -> None:
         from .neural_assets import bench_neural_assets
 
         bench_neural_assets(args.repeats, max(2, args.repeats // 2))
+    if "locate" in args.which:
+        from .locate import bench_locate
+
+        bench_locate(nodes.NODE_CLASS_MAPPINGS, args.repeats)
 
 
 def bench_geometry(node: dict, sizes: list[int], repeats: int) -> None:

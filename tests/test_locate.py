@@ -175,3 +175,43 @@ def test_tiny_qwen_through_the_executor(rigged_qwen, run_prompt):
     report = run_prompt(prompt)
     assert report.outputs["4"]["text"] == [RIGGED_ANSWER]
     assert len(report.outputs["5"]["images"]) == 1
+
+
+def test_qwen_prompt_is_the_chat_template_around_the_request(rigged_qwen, node_class):
+    from diorama.ops.vlm_answers import qwen_user_text
+
+    vlm = node_class("DioramaVLMLoader").execute(RIGGED, "fp32").result[0]
+    user = qwen_user_text("Place the crate behind the table", "crate")
+    # Qwen's published chat layout: default system turn, the image placeholder, then the request.
+    assert vlm_loader_of(node_class).qwen_prompt(vlm, user) == (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+        "<|vision_start|><|image_pad|><|vision_end|>Place the crate behind the table\nWhere should the crate be "
+        'placed in this image? Output its bounding box in JSON format as {"bbox_2d": [x1, y1, x2, y2], '
+        '"label": "crate"}.<|im_end|>\n<|im_start|>assistant\n')
+
+
+def vlm_loader_of(node_class):
+    return sys.modules[node_class("DioramaLocatePlacement").__module__].vlm_loader
+
+
+@pytest.mark.parametrize("family", ["llava", "florence2"])
+def test_tiny_random_models_answer_gibberish_and_the_error_quotes_it(family, base_dir, run_prompt):
+    """The unrigged tiny LLaVA and Florence-2 run through the executor (processor, model management,
+    generate); their random answers must be refused with the raw text, after exactly one retry."""
+    from diorama.runner.execute import WorkflowError
+
+    name = f"locate-{family}-tiny"
+    folder = base_dir / "models" / "LLM" / name
+    if not folder.exists():
+        tiny_vlm.write_model(folder, family)
+    prompt = {
+        "1": {"class_type": "DioramaBundledScene", "inputs": {"width": 128, "height": 96, "reference_size": 64}},
+        "2": {"class_type": "DioramaVLMLoader", "inputs": {"model_name": name, "dtype": "auto"}},
+        "3": {"class_type": "DioramaLocatePlacement",
+              "inputs": {"vlm": ["2", 0], "background": ["1", 0], "background_depth": ["1", 1],
+                         "instruction": "Place the crate behind the table", "max_new_tokens": 12,
+                         "retry_strict": True, "seed": 0}},
+        "4": {"class_type": "PreviewAny", "inputs": {"source": ["3", 2]}},
+    }
+    with pytest.raises(WorkflowError, match=r"the model's answer .*\(the stricter retry's answer; the first was"):
+        run_prompt(prompt)
