@@ -6,8 +6,10 @@ import shutil
 import sys
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import tiny_locate
 import tiny_vlm
@@ -161,7 +163,7 @@ def rigged_qwen(base_dir):
     return folder
 
 
-def test_tiny_qwen_through_the_executor(rigged_qwen, run_prompt):
+def test_tiny_qwen_through_the_executor(rigged_qwen, run_prompt, base_dir):
     prompt = {
         "1": {"class_type": "DioramaBundledScene", "inputs": {"width": 512, "height": 384, "reference_size": 256}},
         "2": {"class_type": "DioramaVLMLoader", "inputs": {"model_name": RIGGED, "dtype": "fp32"}},
@@ -174,7 +176,14 @@ def test_tiny_qwen_through_the_executor(rigged_qwen, run_prompt):
     }
     report = run_prompt(prompt)
     assert report.outputs["4"]["text"] == [RIGGED_ANSWER]
-    assert len(report.outputs["5"]["images"]) == 1
+    # The 512x384 scene reaches the tiny Qwen as 252x168, so the answer is the box (0.25, 0.5, 0.5, 1.0):
+    # pixels x 128..256, y 192..384 in the preview, whose red outline (255, 51, 51) sits exactly there.
+    image = report.outputs["5"]["images"][0]
+    preview = np.asarray(Image.open(base_dir / "output" / image.get("subfolder", "") / image["filename"]))
+    assert preview.shape == (384 + 32, 512, 3)  # the legend strip: 384 / 12 rows
+    red = (preview[:384, :, 0] == 255) & (preview[:384, :, 1] == 51) & (preview[:384, :, 2] == 51)
+    rows, cols = np.nonzero(red)
+    assert (cols.min(), cols.max() + 1, rows.min(), rows.max() + 1) == (128, 256, 192, 384)
 
 
 def test_qwen_prompt_is_the_chat_template_around_the_request(rigged_qwen, node_class):
