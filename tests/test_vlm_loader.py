@@ -20,17 +20,22 @@ PROMPTS = {
 }
 
 
+# In their own subfolder: the example workflows' fixture rigs the same-named Qwen folder to a fixed answer.
+SUBFOLDER = "loader-tests"
+NAMES = {family: f"{SUBFOLDER}/{name}" for family, name in tiny_vlm.EXAMPLE_NAMES.items()}
+
+
 @pytest.fixture(scope="module")
 def llm_dir(base_dir):
     folder = base_dir / "models" / "LLM"
-    tiny_vlm.write_vlm_models(folder)
+    tiny_vlm.write_vlm_models(folder / SUBFOLDER)
     return folder
 
 
 @pytest.fixture(scope="module")
 def vlms(llm_dir, node_class):
     loader = node_class("DioramaVLMLoader")
-    return {family: loader.execute(tiny_vlm.EXAMPLE_NAMES[family], "auto").result[0] for family in FAMILIES}
+    return {family: loader.execute(NAMES[family], "auto").result[0] for family in FAMILIES}
 
 
 def image(seed: int, height: int = 48, width: int = 64) -> torch.Tensor:
@@ -40,7 +45,7 @@ def image(seed: int, height: int = 48, width: int = 64) -> torch.Tensor:
 def test_loader_lists_the_llm_folders(llm_dir, node_class):
     spec = node_class("DioramaVLMLoader").INPUT_TYPES()["required"]["model_name"]
     options = spec[1]["options"] if spec[0] == "COMBO" else spec[0]
-    assert {tiny_vlm.EXAMPLE_NAMES[f] for f in FAMILIES} <= set(options)
+    assert {NAMES[f] for f in FAMILIES} <= set(options)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -132,7 +137,7 @@ def test_florence_answer_is_raw_text_with_location_tokens(vlms):
 def test_dtype_choice(llm_dir, node_class, dtype, expected):
     from diorama.loaders.vlm import generate
 
-    vlm = node_class("DioramaVLMLoader").execute(tiny_vlm.EXAMPLE_NAMES["qwen2_5_vl"], dtype).result[0]
+    vlm = node_class("DioramaVLMLoader").execute(NAMES["qwen2_5_vl"], dtype).result[0]
     assert vlm.patcher.model.network.dtype == expected
     assert isinstance(generate(vlm, image(2), PROMPTS["qwen2_5_vl"], max_new_tokens=3), str)
 
