@@ -224,3 +224,21 @@ def test_tiny_random_models_answer_gibberish_and_the_error_quotes_it(family, bas
     }
     with pytest.raises(WorkflowError, match=r"the model's answer .*\(the stricter retry's answer; the first was"):
         run_prompt(prompt)
+
+
+def test_bifrosts_llava_through_the_loader_gives_a_placement_bifrost_fuses(node_class, tiny_vlm_models):
+    """The example's converted-LLaVA stand-in (rigged to a fixed BIFRÖST answer) through the real loader,
+    processor and generate: the placement carries BIFRÖST's box and depth range, and BIFRÖST Depth Fuse
+    accepts it."""
+    vlm = node_class("DioramaVLMLoader").execute(tiny_locate.BIFROST_FOLDER, "auto").result[0]
+    background = torch.rand(1, 96, 128, 3)
+    placement, preview, answer = node_class("DioramaLocatePlacement").execute(
+        vlm, background, "Place the crate behind the table", max_new_tokens=64, retry_strict=False, seed=0).result
+    assert answer == tiny_locate.BIFROST_ANSWER
+    assert placement.xywh == pytest.approx((0.56, 0.5, 0.18, 0.3))
+    assert placement.relative_depth_range == pytest.approx((0.7, 0.9))
+    depth = DepthMap(torch.rand(1, 96, 128) + 0.1, "disparity")
+    mask = torch.zeros(1, 96, 128)
+    mask[:, 20:70, 30:90] = 1
+    fused, visible, _ = node_class("DioramaBifrostDepthFuse").execute(depth, depth, mask, placement).result
+    assert fused.values.shape == (1, 96, 128) and preview.shape[0] == 1

@@ -35,10 +35,21 @@ def rig_answer(folder: Path, answer: str, prompt_end: str = QWEN_ANSWER_PREFIX) 
 EXAMPLE_ANSWER = '{"bbox_2d": [139, 87, 202, 136], "label": "crate"}'
 
 
+# BIFRÖST's LLaVA answer for locate_bifrost.json: the box where the crate stands, depth max/median/min.
+BIFROST_ANSWER = "[0.56, 0.5, 0.74, 0.8], 0.9, 0.8, 0.7."
+BIFROST_FOLDER = "llava-bifrost"
+
+
 def write_example_models(llm_dir: Path) -> dict[str, Path]:
-    """The tiny VLMs under the example workflows' names; the Qwen2.5-VL one rigged to EXAMPLE_ANSWER."""
+    """The tiny VLMs under the example workflows' names; the Qwen2.5-VL one rigged to EXAMPLE_ANSWER, and a
+    copy of the tiny LLaVA as BIFRÖST's converted LLaVA rigged to BIFROST_ANSWER."""
+    import shutil
+
     import tiny_vlm
 
     folders = tiny_vlm.write_vlm_models(llm_dir)
     rig_answer(folders["qwen2_5_vl"], EXAMPLE_ANSWER)
-    return folders
+    bifrost = llm_dir / BIFROST_FOLDER
+    shutil.copytree(folders["llava"], bifrost, dirs_exist_ok=True)
+    rig_answer(bifrost, BIFROST_ANSWER, prompt_end="ASSISTANT:")
+    return {**folders, "llava_bifrost": bifrost}
