@@ -3,7 +3,9 @@ base directory (custom_nodes/, models/, input/, output/), so tests never touch a
 from __future__ import annotations
 
 import atexit
+import ipaddress
 import shutil
+import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -17,12 +19,78 @@ BASE_DIR = Path(tempfile.mkdtemp(prefix="diorama-tests-"))
 for folder in ("models", "input", "output", "temp", "user"):
     (BASE_DIR / folder).mkdir()
 atexit.register(shutil.rmtree, BASE_DIR, ignore_errors=True)
+
+
+class NetworkBlocked(RuntimeError):
+    """A test (or the code under test) tried to reach a host other than this machine."""
+
+
+def is_loopback(address) -> bool:
+    """True for this machine only: 127.0.0.0/8, ::1, 'localhost', or a Unix socket path."""
+    if isinstance(address, (str, bytes)):  # AF_UNIX path: local by construction
+        return True
+    host = address[0]
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: refuse before it is resolved (resolving is itself a network call)
+        return False
+
+
+def _refuse(address) -> None:
+    raise NetworkBlocked(f"network access during tests is refused: tried to connect to {address!r}; "
+                         "only loopback (127.0.0.1, ::1, localhost) is allowed")
+
+
+_real_connect, _real_connect_ex = socket.socket.connect, socket.socket.connect_ex
+_real_create_connection = socket.create_connection
+
+
+def _guarded_connect(self, address):
+    if not is_loopback(address):
+        _refuse(address)
+    return _real_connect(self, address)
+
+
+def _guarded_connect_ex(self, address):
+    if not is_loopback(address):
+        _refuse(address)
+    return _real_connect_ex(self, address)
+
+
+def _guarded_create_connection(address, *args, **kwargs):
+    if not is_loopback(address):
+        _refuse(address)
+    return _real_create_connection(address, *args, **kwargs)
+
+
+def install_network_guard() -> None:
+    socket.socket.connect, socket.socket.connect_ex = _guarded_connect, _guarded_connect_ex
+    socket.create_connection = _guarded_create_connection
+
+
+def remove_network_guard() -> None:
+    socket.socket.connect, socket.socket.connect_ex = _real_connect, _real_connect_ex
+    socket.create_connection = _real_create_connection
+
+
+# Installed before ComfyUI and the pack are imported, so network access at import time fails loudly too.
+install_network_guard()
 # `import diorama` resolves to this checkout for the pure-ops tests.
 sys.path.insert(0, str(BASE_DIR / "custom_nodes"))
 
 from diorama.runner.boot import boot_comfyui  # noqa: E402
 
 boot_comfyui(base_directory=str(BASE_DIR))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def network_guard():
+    """Every test runs with non-loopback connections raising NetworkBlocked (see install_network_guard)."""
+    install_network_guard()
+    yield
+    remove_network_guard()
 
 
 @pytest.fixture(scope="session")
