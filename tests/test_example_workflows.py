@@ -2,11 +2,9 @@
 once through a real ComfyUI server (/prompt → /history → output file)."""
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +15,7 @@ from PIL import Image
 from diorama.ops import bundled_scene
 from diorama.runner.boot import find_comfyui_root
 from diorama.runner.workflow import load_workflow, to_api_prompt
+from comfy_server import ComfyServer, http_json
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOWS = sorted((REPO / "example_workflows").glob("*.json"))
@@ -89,41 +88,10 @@ def test_runner_exits_non_zero_naming_the_failing_node(tmp_path):
     assert "3" in result.stderr and "DioramaDepthAwarePaste" in result.stderr and "feather_px" in result.stderr
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def http_json(url: str, payload: dict | None = None) -> dict:
-    data = None if payload is None else json.dumps(payload).encode()
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())
-
-
 def test_real_server_produces_the_same_composite(paste_result, base_dir, tmp_path):
     _, in_process = paste_result
-    port = free_port()
-    (tmp_path / "web").mkdir()
-    (tmp_path / "web" / "index.html").write_text("<html></html>")
-    root = find_comfyui_root()
-    command = [sys.executable, str(root / "main.py"), "--listen", "127.0.0.1", "--port", str(port),
-               "--disable-auto-launch", "--base-directory", str(base_dir), "--front-end-root", str(tmp_path / "web"),
-               "--database-url", "sqlite:///:memory:"]
-    if not torch.cuda.is_available():
-        command += ["--cpu", "--use-pytorch-cross-attention"]
-    log = open(tmp_path / "server.log", "w")
-    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(240):
-            try:
-                http_json(f"{url}/system_stats")
-                break
-            except OSError:
-                assert server.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
-                time.sleep(0.5)
+    with ComfyServer(base_dir, tmp_path) as server:
+        url = server.url
         prompt = to_api_prompt(load_workflow(REPO / "example_workflows" / "depth_aware_paste.json"))
         prompt["4"]["inputs"]["filename_prefix"] = "server"
         prompt_id = http_json(f"{url}/prompt", {"prompt": prompt, "client_id": "diorama-test"})["prompt_id"]
@@ -137,7 +105,3 @@ def test_real_server_produces_the_same_composite(paste_result, base_dir, tmp_pat
         from_server = saved_image(base_dir, entry["outputs"], "4")
         assert entry["outputs"]["4"]["images"][0]["filename"].startswith("server")
         assert np.array_equal(from_server, in_process)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        log.close()
