@@ -16,6 +16,8 @@ CFG-null tokens) for 1, 10 and 23 objects on a 256² source, against one real-si
 locate (only when named; minutes): Locate Placement with a real-size Qwen2.5-VL-3B-shaped model (random
 weights, bf16 where the CPU has it) on a 1024² image: prefill, decode tokens/s, peak memory, and the share
 of Locate → Depth Fuse → Depth-Aware Paste spent outside the VLM (target ≤ 2%).
+load (only when named; --minutes, default 10): a real ComfyUI server fed the depth-aware paste example by
+4 clients; prompts/minute sustained and the server's RSS over time, as a table and a PNG plot (--plot).
 """
 from __future__ import annotations
 
@@ -41,10 +43,12 @@ def depth_anything_v2_small():
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("which", nargs="*", choices=["geometry", "composite", "conversion", "bifrost", "neural-assets",
-                                                      "locate"],
+                                                      "locate", "load"],
                         default=["geometry", "composite", "bifrost", "neural-assets"])
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024, 2048, 4096])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--minutes", type=float, default=10.0, help="load: how long to keep the server busy")
+    parser.add_argument("--plot", default="output/bench_load.png", help="load: where to save the PNG plot")
     args = parser.parse_args()
     if "conversion" in args.which:  # the converter runs in a child process: no ComfyUI needed here
         from .conversion import bench_conversion
@@ -78,6 +82,12 @@ def main() -> None:
         from .locate import bench_locate
 
         bench_locate(nodes.NODE_CLASS_MAPPINGS, args.repeats)
+    if "load" in args.which:
+        from pathlib import Path
+
+        from .load import bench_load
+
+        bench_load(args.minutes, Path(args.plot))
 
 
 def bench_geometry(node: dict, sizes: list[int], repeats: int) -> None:
