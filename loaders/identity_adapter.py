@@ -39,13 +39,13 @@ from typing import Callable
 
 import comfy.model_management
 import comfy.model_patcher
-import comfy.utils
 import safetensors.torch
 import torch
 
 from ..ops.imprint_adapter import TOKEN_MODES, ImprintAdapterConfig, ImprintContentAdapter
 from .patching import model_patcher
 from .state_layout import layout_differences
+from .model_folders import read_safetensors
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +217,7 @@ def identity_adapter_from_state_dict(state_dict: dict[str, torch.Tensor], metada
 
 def load_identity_adapter(path: str) -> IdentityAdapter:
     name = os.path.basename(path)
-    state_dict, metadata = comfy.utils.load_torch_file(path, safe_load=True, return_metadata=True)
+    state_dict, metadata = read_safetensors(path)
     adapter = identity_adapter_from_state_dict(state_dict, metadata, name)
     log.info("loaded %s identity adapter %s (%d → %d, source %s)", adapter.architecture, name,
              adapter.input_dim, adapter.output_dim, adapter.metadata.get("source"))

@@ -25,10 +25,10 @@ import comfy.clip_vision
 import comfy.image_encoders.dino2
 import comfy.model_management
 import comfy.ops
-import comfy.utils
 import torch
 
 from ..ops.identity_tokens import DINO_MEAN, DINO_STD, interpolate_position_embeddings
+from .model_folders import read_safetensors
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ def build_clip_vision(config: DinoV2Config) -> comfy.clip_vision.ClipVisionModel
 def load_dinov2(path: str) -> comfy.clip_vision.ClipVisionModel:
     """A DINOv2 safetensors file (ComfyUI's CLIP-vision layout) → ComfyUI's CLIP_VISION object."""
     name = os.path.basename(path)
-    state_dict = comfy.utils.load_torch_file(path, safe_load=True)
+    state_dict, _ = read_safetensors(path)
     config = infer_dinov2_config(state_dict, name)
     clip_vision = build_clip_vision(config)
     missing, unexpected = clip_vision.load_sd(state_dict)

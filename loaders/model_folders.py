@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 
+import comfy.utils
 import folder_paths
 
 DEPTH_FOLDER = "depth_estimation"
@@ -26,8 +27,22 @@ def transformers_folders(folder_name: str) -> list[str]:
     return sorted({os.path.dirname(f).replace(os.sep, "/") for f in configs if os.path.dirname(f)})
 
 
+def check_model_name(folder_name: str, name: str) -> None:
+    """Refuse names that could reach outside the model folders, before any file is looked at.
+
+    ComfyUI's get_full_path silently strips a leading `..` or `/`, which would load a different file
+    than the one named; an API client could also send any string. So `..` parts, absolute paths and
+    drive letters are errors here, not rewritten."""
+    parts = name.replace("\\", "/").split("/")
+    if not name or os.path.isabs(name) or name.startswith(("/", "\\")) or os.path.splitdrive(name)[0] \
+            or (len(name) > 1 and name[1] == ":") or ".." in parts:
+        raise ValueError(f"model name {name!r} is refused: expected a name relative to the {folder_name!r} model "
+                         "folders, as listed by the loader (no '..' parts, no absolute path or drive)")
+
+
 def resolve_transformers_folder(folder_name: str, name: str) -> str:
     """Absolute path of a listed model folder, or an error naming every folder searched."""
+    check_model_name(folder_name, name)
     for root in folder_paths.get_folder_paths(folder_name):
         candidate = os.path.join(root, name)
         if os.path.isfile(os.path.join(candidate, "config.json")):
@@ -41,8 +56,26 @@ def resolve_transformers_folder(folder_name: str, name: str) -> str:
 
 def resolve_model_file(folder_name: str, name: str) -> str:
     """Absolute path of a listed model file, or an error naming every folder searched."""
+    check_model_name(folder_name, name)
     path = folder_paths.get_full_path(folder_name, name)
     if path is None:
         searched = ", ".join(folder_paths.get_folder_paths(folder_name))
         raise FileNotFoundError(f"model file {name!r} was not found in the {folder_name!r} model folders: {searched}")
     return path
+
+
+def read_safetensors(path: str) -> tuple[dict, dict]:
+    """(state dict, metadata) of a .safetensors file through ComfyUI's loader, with a clear error for a
+    truncated or non-safetensors file: safetensors' own message ("header too large") names neither the
+    file nor what to do, and ComfyUI only rewrites it for some safetensors versions."""
+    if not path.lower().endswith((".safetensors", ".sft")):
+        raise ValueError(f"{os.path.basename(path)}: expected a .safetensors file (pickled .ckpt/.pt/.bin weights "
+                         "are not loaded here)")
+    try:
+        state_dict, metadata = comfy.utils.load_torch_file(path, safe_load=True, return_metadata=True)
+    except Exception as error:  # SafetensorError is not importable under a stable name across versions
+        detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ValueError(f"{path}: cannot be read as a safetensors file ({detail}); the file is truncated, corrupt or "
+                         "not a safetensors file: expected a complete .safetensors file (compare its size with the "
+                         "source and copy it again)") from None
+    return state_dict, metadata or {}

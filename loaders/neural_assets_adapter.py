@@ -25,7 +25,6 @@ from dataclasses import dataclass
 
 import comfy.model_management
 import comfy.model_patcher
-import comfy.utils
 import numpy as np
 import safetensors.torch
 import torch
@@ -33,6 +32,7 @@ import torch
 from ..ops.neural_assets_tokens import NeuralAssetsAdapter, NeuralAssetsConfig
 from .patching import model_patcher
 from .state_layout import layout_differences
+from .model_folders import read_safetensors
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ class NeuralAssetsAdapterModel:
 
 def load_neural_assets_adapter(path: str) -> NeuralAssetsAdapterModel:
     name = os.path.basename(path)
-    state_dict, metadata = comfy.utils.load_torch_file(path, safe_load=True, return_metadata=True)
+    state_dict, metadata = read_safetensors(path)
     module = adapter_from_state_dict(state_dict, metadata, name)
     c = module.config
     log.info("loaded Neural Assets adapter %s: %d slots (%d tokens), %s features %d → tokens %d → context %d",

@@ -25,12 +25,12 @@ from dataclasses import asdict, dataclass
 
 import comfy.model_management
 import comfy.model_patcher
-import comfy.utils
 import safetensors.torch
 import torch
 
 from ..ops.person_tokens import PersonAdapter, PersonAdapterConfig
 from .patching import model_patcher
+from .model_folders import read_safetensors
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ def person_adapter_from_state_dict(state_dict: dict[str, torch.Tensor], metadata
 
 def load_person_adapter(path: str) -> LoadedPersonAdapter:
     name = os.path.basename(path)
-    state_dict, metadata = comfy.utils.load_torch_file(path, safe_load=True, return_metadata=True)
+    state_dict, metadata = read_safetensors(path)
     module = person_adapter_from_state_dict(state_dict, metadata, name)
     c = module.config
     log.info("loaded person adapter %s: %s %d → %d image tokens, pose (%s) → %d tokens, width %d", name,
