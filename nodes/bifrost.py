@@ -62,9 +62,10 @@ class PlacementDepthRange(io.ComfyNode):
     def execute(cls, background, x: float, y: float, width: float, height: float, depth_far: float,
                 depth_near: float) -> io.NodeOutput:
         background = as_rgb_batch(background, "background")
-        values = (x, y, width, height, depth_far, depth_near)
-        if not all(math.isfinite(v) for v in values):
-            raise ValueError(f"placement values {values} contain NaN or infinity")
+        values = {"x": x, "y": y, "width": width, "height": height, "depth_far": depth_far, "depth_near": depth_near}
+        not_finite = [f"{name}={value}" for name, value in values.items() if not math.isfinite(value)]
+        if not_finite:  # name the input, so the user knows which widget or link to fix
+            raise ValueError(f"{', '.join(not_finite)}: expected finite numbers (not NaN or infinity)")
         if width <= 0 or height <= 0:
             raise ValueError(f"box width {width} and height {height} must be > 0")
         if x < 0 or y < 0 or x + width > 1 or y + height > 1:

@@ -34,16 +34,17 @@ def normalised_box(x0: float, y0: float, x1: float, y1: float, height: int, widt
         x0, x1, y0, y1 = x0 / width, x1 / width, y0 / height, y1 / height
     elif unit != "fractions":
         raise ValueError(f"box unit {unit!r} is unknown; expected 'pixels' or 'fractions'")
-    values = (x0, y0, x1, y1)
-    if not all(math.isfinite(v) for v in values):
-        raise ValueError(f"box {values} contains NaN or infinity")
+    named = {"x0": x0, "y0": y0, "x1": x1, "y1": y1}
+    not_finite = [f"{name}={value}" for name, value in named.items() if not math.isfinite(value)]
+    if not_finite:  # name the input, so the user knows which widget or link to fix
+        raise ValueError(f"box {', '.join(not_finite)}: expected finite numbers (not NaN or infinity)")
     if x1 <= x0 or y1 <= y0:
         raise ValueError(f"box (x0={x0:.4g}, y0={y0:.4g}, x1={x1:.4g}, y1={y1:.4g}) has zero or negative area; "
                          "expected x1 > x0 and y1 > y0")
     if x1 <= 0 or y1 <= 0 or x0 >= 1 or y0 >= 1:
         raise ValueError(f"box (x0={x0:.4g}, y0={y0:.4g}, x1={x1:.4g}, y1={y1:.4g}) lies outside the "
                          f"{width}x{height} image; at least part of it must overlap the image")
-    return values
+    return x0, y0, x1, y1
 
 
 def mask_bounding_box(mask: torch.Tensor) -> tuple[int, int, int, int]:
