@@ -15,14 +15,14 @@ import os
 import pickle
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Callable
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 from diorama.runner.execute import WorkflowError
 
@@ -45,6 +45,8 @@ class Ctx:
     models: Path  # the session's models/ folder
     tmp: Path
     node_class: Callable
+    stub_vlm: Callable[[str], object]  # a VLM whose every answer is the given text
+    written: list[Path] = field(default_factory=list)  # model files to remove after the case
 
 
 # ---------------------------------------------------------------- input factories
@@ -121,15 +123,12 @@ def model_file(c: Ctx, folder: str, name: str, data: bytes) -> str:
     path = c.models / folder / name
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
+    c.written.append(path)
     return name
 
 
 def safetensors_bytes(tensors: dict, metadata: dict | None = None) -> bytes:
-    buffer_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"catalogue-{os.getpid()}.safetensors"
-    save_file(tensors, str(buffer_path), metadata=metadata)
-    data = buffer_path.read_bytes()
-    buffer_path.unlink()
-    return data
+    return save(tensors, metadata=metadata)
 
 
 def truncated(c: Ctx, folder: str, name: str) -> str:
@@ -407,7 +406,6 @@ def scene(node_class):
 
 @pytest.fixture
 def ctx(scene, base_dir, tmp_path, node_class, monkeypatch):
-    context = Ctx(scene=scene, models=base_dir / "models", tmp=tmp_path, node_class=node_class)
     # The canned VLM answer comes from the node module's own vlm loader (ComfyUI imports the pack under its name).
     loader = sys.modules[node_class("DioramaLocatePlacement").__module__].vlm_loader
 
@@ -415,8 +413,10 @@ def ctx(scene, base_dir, tmp_path, node_class, monkeypatch):
         monkeypatch.setattr(loader, "generate", lambda *args, **kwargs: answer)
         return StubVLM()
 
-    context.stub_vlm = stub_vlm
-    return context
+    context = Ctx(scene=scene, models=base_dir / "models", tmp=tmp_path, node_class=node_class, stub_vlm=stub_vlm)
+    yield context
+    for path in context.written:  # other tests list these folders
+        path.unlink(missing_ok=True)
 
 
 @pytest.mark.parametrize("case", CATALOGUE, ids=[c.id for c in CATALOGUE])
