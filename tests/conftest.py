@@ -1,5 +1,7 @@
 """Boots ComfyUI once per test session, in this process, with Diorama linked into a throw-away
-base directory (custom_nodes/, models/, input/, output/), so tests never touch a user's folders."""
+base directory (custom_nodes/, models/, input/, output/), so tests never touch a user's folders.
+Network connections to anything but loopback raise NetworkBlocked for the whole session, from before
+ComfyUI and the pack are imported (so import-time network access fails loudly too)."""
 from __future__ import annotations
 
 import atexit
