@@ -9,13 +9,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import psutil
@@ -24,43 +21,6 @@ from PIL import Image, ImageDraw
 REPO = Path(__file__).resolve().parents[1]
 CLIENTS = 4
 WIDTHS = [512 + 8 * i for i in range(8)]
-
-
-def http_json(url: str, payload: dict | None = None, timeout: float = 30) -> dict:
-    data = None if payload is None else json.dumps(payload).encode()
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        return json.loads(response.read())
-
-
-def start_server(base_dir: Path) -> tuple[subprocess.Popen, str]:
-    """ComfyUI's main.py on a free loopback port with Diorama linked into base_dir/custom_nodes."""
-    import torch
-
-    from diorama.runner.boot import find_comfyui_root
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    (base_dir / "web").mkdir()
-    (base_dir / "web" / "index.html").write_text("<html></html>")  # the UI is never loaded
-    command = [sys.executable, str(find_comfyui_root() / "main.py"), "--listen", "127.0.0.1", "--port", str(port),
-               "--disable-auto-launch", "--base-directory", str(base_dir), "--front-end-root", str(base_dir / "web"),
-               "--database-url", "sqlite:///:memory:"]
-    if not torch.cuda.is_available():
-        command += ["--cpu", "--use-pytorch-cross-attention"]
-    server = subprocess.Popen(command, stdout=open(base_dir / "server.log", "w"), stderr=subprocess.STDOUT, cwd=base_dir)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            http_json(f"{url}/system_stats")
-            return server, url
-        except OSError:
-            if server.poll() is not None:
-                break
-            time.sleep(0.2)
-    server.kill()
-    raise RuntimeError("the ComfyUI server did not start:\n" + (base_dir / "server.log").read_text()[-3000:])
 
 
 def plot(samples: list[tuple[float, int, float]], window_s: float, path: Path) -> None:
@@ -115,46 +75,44 @@ def bench_load(minutes: float, plot_path: Path) -> None:
     for folder in ("custom_nodes", "models", "input", "output", "temp", "user"):
         (base_dir / folder).mkdir()
     (base_dir / "custom_nodes" / "diorama").symlink_to(REPO)
-    server, url = start_server(base_dir)
-    process = psutil.Process(server.pid)
+    # The tests' server harness (bench imports from tests/ as bench/composite.py does).
+    sys.path.insert(0, str(REPO / "tests"))
+    from comfy_server import ComfyServer
+
     done, failures, lock, stop = [0], [], threading.Lock(), threading.Event()
-
-    def client(number: int) -> None:
-        count = 0
-        while not stop.is_set():
-            prompt = json.loads(json.dumps(template))
-            prompt["1"]["inputs"]["width"] = WIDTHS[(number + count * CLIENTS) % len(WIDTHS)]
-            prompt["4"]["inputs"]["filename_prefix"] = f"load_{number}_{count}"
-            count += 1
-            prompt_id = http_json(f"{url}/prompt", {"prompt": prompt, "client_id": f"bench-{number}"})["prompt_id"]
-            while True:
-                entry = http_json(f"{url}/history/{prompt_id}").get(prompt_id)
-                if entry and entry["status"].get("status_str") in ("success", "error"):
-                    break
-                time.sleep(0.02)
-            with lock:
-                done[0] += 1
-                if entry["status"]["status_str"] != "success":
-                    failures.append(prompt_id)
-
+    duration = minutes * 60
     try:
-        threads = [threading.Thread(target=client, args=(n,), daemon=True) for n in range(CLIENTS)]
-        started = time.monotonic()
-        for thread in threads:
-            thread.start()
-        samples = [(0.0, 0, process.memory_info().rss / 2**20)]
-        duration = minutes * 60
-        sample_every = max(1.0, duration / 120)
-        while (elapsed := time.monotonic() - started) < duration:
-            time.sleep(min(sample_every, duration - elapsed))
-            with lock:
-                samples.append((time.monotonic() - started, done[0], process.memory_info().rss / 2**20))
-        stop.set()
-        for thread in threads:
-            thread.join(timeout=120)
+        with ComfyServer(base_dir, base_dir) as server:
+            process = psutil.Process(server.process.pid)
+
+            def client(number: int) -> None:
+                count = 0
+                while not stop.is_set():
+                    prompt = json.loads(json.dumps(template))
+                    prompt["1"]["inputs"]["width"] = WIDTHS[(number + count * CLIENTS) % len(WIDTHS)]
+                    prompt["4"]["inputs"]["filename_prefix"] = f"load_{number}_{count}"
+                    count += 1
+                    _, body = server.submit(prompt, f"bench-{number}")
+                    entry = server.wait_history(body["prompt_id"], timeout=600, poll=0.02)
+                    with lock:
+                        done[0] += 1
+                        if entry["status"]["status_str"] != "success":
+                            failures.append(body["prompt_id"])
+
+            threads = [threading.Thread(target=client, args=(n,), daemon=True) for n in range(CLIENTS)]
+            started = time.monotonic()
+            for thread in threads:
+                thread.start()
+            samples = [(0.0, 0, process.memory_info().rss / 2**20)]
+            sample_every = max(1.0, duration / 120)
+            while (elapsed := time.monotonic() - started) < duration:
+                time.sleep(min(sample_every, duration - elapsed))
+                with lock:
+                    samples.append((time.monotonic() - started, done[0], process.memory_info().rss / 2**20))
+            stop.set()
+            for thread in threads:
+                thread.join(timeout=120)
     finally:
-        server.terminate()
-        server.wait(timeout=30)
         shutil.rmtree(base_dir, ignore_errors=True)
 
     window = max(10.0, duration / 10)
