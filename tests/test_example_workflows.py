@@ -1,6 +1,5 @@
 """Every example workflow end to end: in this process, through the runner's command line, and
 once through a real ComfyUI server (/prompt → /history → output file)."""
-import json
 import os
 import subprocess
 import sys
@@ -9,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from diorama.ops import bundled_scene
