@@ -17,6 +17,7 @@ import comfy.model_management
 import comfy.model_patcher
 import torch
 
+from ..ops.checks import file_pixels
 from .patching import model_patcher
 
 log = logging.getLogger(__name__)
@@ -120,7 +121,7 @@ def _pil(image: torch.Tensor):
         image = image[0]
     if image.dim() != 3 or image.shape[-1] != 3:
         raise ValueError(f"image must be one RGB image [H,W,3] with values in 0..1; got shape {tuple(image.shape)}")
-    array = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+    array = file_pixels(image.detach().float()).cpu().numpy()
     return Image.fromarray(array)
 
 

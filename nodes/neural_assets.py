@@ -34,28 +34,32 @@ def scene_sources(source: torch.Tensor, assets: Assets) -> list[torch.Tensor]:
     return [source, *assets.extra_sources]
 
 
+def boxes_from_source(objects: torch.Tensor, assets: Assets, source: int) -> torch.Tensor:
+    """[1, N, 4]: the slots' source boxes of the objects whose appearance comes from image `source`,
+    zero for every other slot."""
+    keep = torch.tensor([i < len(assets.objects) and assets.objects[i].source == source for i in range(objects.shape[0])])
+    return torch.where(keep[:, None], objects, torch.zeros_like(objects))[None]
+
+
 def appearance_tokens_input(features_of, sources: list[torch.Tensor], assets: Assets, slots: int) -> torch.Tensor:
     """RoI features [1, 4(N+1), C]: each object from an object pass over ITS source image (objects of that
     image kept, the rest 0.5), the background slot from a background pass (boxes set to 0.5)."""
     boxes = source_boxes(assets, slots)  # [N+1, 4], global box last
     objects = boxes[:-1]
-    used = {asset.source for asset in assets.objects}
-    per_object = None
-    for index in sorted(used):
+
+    def pass_features(index: int, background: bool) -> torch.Tensor:
         image = sources[index][None]
-        own = torch.stack([objects[i] if i < len(assets.objects) and assets.objects[i].source == index
-                           else torch.zeros(4) for i in range(slots)])[None]
+        own = boxes_from_source(objects, assets, index)
         fg = foreground_mask(own, image.shape[1], image.shape[2])
-        features = appearance_features(features_of(object_pass_image(image, fg)), own)
-        per_object = features if per_object is None else per_object + features  # disjoint slots; others are zero
-    background_image = sources[assets.background_source][None]
-    background_own = torch.stack([objects[i] if i < len(assets.objects)
-                                  and assets.objects[i].source == assets.background_source else torch.zeros(4)
-                                  for i in range(slots)])[None]
-    fg = foreground_mask(background_own, background_image.shape[1], background_image.shape[2])
-    background = appearance_features(features_of(background_pass_image(background_image, fg)), boxes[-1:][None])
-    if per_object is None:
-        per_object = background.new_zeros(1, 4 * slots, background.shape[-1])
+        if background:
+            return appearance_features(features_of(background_pass_image(image, fg)), boxes[-1:][None])
+        return appearance_features(features_of(object_pass_image(image, fg)), own)
+
+    background = pass_features(assets.background_source, background=True)
+    # Each slot is non-zero in the pass of its own source only, so the passes add up.
+    per_object = background.new_zeros(1, 4 * slots, background.shape[-1])
+    for index in sorted({asset.source for asset in assets.objects}):
+        per_object = per_object + pass_features(index, background=False)
     return torch.cat([per_object, background], dim=1)
 
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .checks import file_pixels
+
 COCO17 = ("nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
           "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee",
           "right_knee", "left_ankle", "right_ankle")
@@ -334,7 +336,7 @@ def draw_openpose(keypoints: Keypoints, height: int, width: int, min_confidence:
             image = Image.new("RGB", (width, height))
         else:
             base = canvas[min(item, canvas.shape[0] - 1)]
-            image = Image.fromarray((base.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy())
+            image = Image.fromarray(file_pixels(base).cpu().numpy())
         draw = ImageDraw.Draw(image)
         xy = (body[skeleton, :, :2].double() * torch.tensor([width, height], dtype=torch.float64)).tolist()
         confidence = body[skeleton, :, 2]
