@@ -85,6 +85,17 @@ link_pack() {
     fi
 }
 
+ensure_browser() {
+    # The browser tests drive Debian's chromium (playwright's own browser download cannot reach
+    # its host here); installed once per machine, outside the clone.
+    [[ -x /usr/bin/chromium ]] && return
+    log "installing Debian's chromium for the browser tests (first run on this machine only)"
+    local sudo=""; [[ "$(id -u)" == 0 ]] || sudo="sudo"
+    local packages=(chromium fonts-liberation)
+    $sudo apt-get install -y --no-install-recommends "${packages[@]}" >/dev/null \
+        || { $sudo apt-get update >/dev/null && $sudo apt-get install -y --no-install-recommends "${packages[@]}" >/dev/null; }
+}
+
 cmd="${1:-help}"
 shift || true
 case "$cmd" in
@@ -94,7 +105,7 @@ case "$cmd" in
         exec "$PY" -m diorama.run "$REPO/example_workflows/depth_aware_paste.json" \
             --output "$REPO/output" "$@" ;;
     run) setup; exec "$PY" -m diorama.run "$@" ;;
-    test) setup; cd "$REPO"; exec "$PY" -m pytest "$@" ;;
+    test) setup; ensure_browser; cd "$REPO"; exec "$PY" -m pytest "$@" ;;
     bench) setup; cd "$REPO"; exec "$PY" -m bench "$@" ;;
     python) setup; cd "$REPO"; exec "$PY" "$@" ;;
     server)
