@@ -1,0 +1,1 @@
+"""Training data: on-disk dataset layouts and Diorama's renderer, all yielding `frames.PairedFrames`."""
