@@ -3,6 +3,8 @@
 It produces the bundled demo scene and ground truth for the tests: RGB, metric z-depth and an
 instance id per pixel. Camera conventions are OpenCV's: x right, y down, z forward; world y
 points down too, so "up" is -y and a ground plane at y = h lies h metres below the camera.
+Primitives are given in the camera frame; `in_camera` moves a scene described in any world frame
+(e.g. z up, as ops.assets and Kubric) into the frame of a camera placed by its world → camera pose.
 """
 from __future__ import annotations
 
@@ -39,6 +41,10 @@ class Plane:
     colour: tuple[float, float, float]
     checker: float = 0.0  # square size in metres; 0 = plain
     instance: int = 0
+    # Where the checker grid starts and its first in-plane axis; the defaults (the camera centre and an
+    # axis derived from the normal) tie the pattern to the camera, `in_camera` ties it to the world.
+    texture_origin: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    texture_axis: tuple[float, float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,7 @@ class Box:
     yaw_deg: float = 0.0  # rotation about the vertical axis
     stripes: float = 0.0  # stripe period in metres along the box's x; 0 = plain
     instance: int = 0
+    rotation: tuple[tuple[float, float, float], ...] | None = None  # 3x3 box → camera; replaces yaw_deg when set
 
 
 @dataclass(frozen=True)
@@ -67,11 +74,56 @@ AMBIENT = 0.35
 def scaled(primitive: Primitive, factor: float) -> Primitive:
     """The primitive scaled about the camera centre: same image, depth times `factor`."""
     if isinstance(primitive, Plane):
-        return replace(primitive, point=tuple(factor * v for v in primitive.point), checker=primitive.checker * factor)
+        return replace(primitive, point=tuple(factor * v for v in primitive.point), checker=primitive.checker * factor,
+                       texture_origin=tuple(factor * v for v in primitive.texture_origin))
     if isinstance(primitive, Box):
         return replace(primitive, centre=tuple(factor * v for v in primitive.centre),
                        size=tuple(factor * v for v in primitive.size), stripes=primitive.stripes * factor)
     return replace(primitive, centre=tuple(factor * v for v in primitive.centre), radius=primitive.radius * factor)
+
+
+def _unit(vector) -> torch.Tensor:
+    v = torch.as_tensor(vector, dtype=torch.float64)
+    return v / v.norm()
+
+
+def _checker_axis(normal: torch.Tensor) -> torch.Tensor:
+    """The default first in-plane axis of a plane's checker (unit `normal`)."""
+    a = torch.linalg.cross(normal, torch.tensor((0.0, 0.0, 1.0) if abs(normal[2]) < 0.9 else (1.0, 0.0, 0.0),
+                                                dtype=normal.dtype))
+    return a / a.norm()
+
+
+def _box_rotation(bx: Box) -> torch.Tensor:
+    """Box → camera rotation [3, 3] float64: `rotation` when given, else `yaw_deg` about the y axis."""
+    if bx.rotation is not None:
+        return torch.tensor(bx.rotation, dtype=torch.float64)
+    yaw = math.radians(bx.yaw_deg)
+    return torch.tensor([[math.cos(yaw), 0, math.sin(yaw)], [0, 1, 0], [-math.sin(yaw), 0, math.cos(yaw)]],
+                        dtype=torch.float64)
+
+
+def in_camera(primitive: Primitive, world_to_camera) -> Primitive:
+    """A primitive described in a world frame, moved into the frame of a camera whose 4x4 world → camera
+    pose (OpenCV: x right, y down, z forward) is `world_to_camera`. Textures stay fixed to the object:
+    a plane's checker to its world origin and axis, a box's stripes to the box."""
+    pose = torch.as_tensor(world_to_camera, dtype=torch.float64)
+    rotation, translation = pose[:3, :3], pose[:3, 3]
+
+    def point(v) -> tuple[float, float, float]:
+        return tuple((rotation @ torch.as_tensor(v, dtype=torch.float64) + translation).tolist())
+
+    def direction(v) -> tuple[float, float, float]:
+        return tuple((rotation @ torch.as_tensor(v, dtype=torch.float64)).tolist())
+
+    if isinstance(primitive, Plane):
+        axis = primitive.texture_axis if primitive.texture_axis is not None else _checker_axis(_unit(primitive.normal))
+        return replace(primitive, point=point(primitive.point), normal=direction(primitive.normal),
+                       texture_origin=point(primitive.texture_origin), texture_axis=direction(axis))
+    if isinstance(primitive, Box):
+        box_to_camera = rotation @ _box_rotation(primitive)
+        return replace(primitive, centre=point(primitive.centre), rotation=tuple(map(tuple, box_to_camera.tolist())))
+    return replace(primitive, centre=point(primitive.centre))
 
 
 def _rays(camera: Camera) -> torch.Tensor:
@@ -92,18 +144,16 @@ def _hit_plane(p: Plane, d: torch.Tensor):
     albedo = torch.tensor(p.colour, dtype=d.dtype).expand(*t.shape, 3)
     if p.checker > 0:
         # Checker in the plane's own 2D coordinates, so it is stable for any plane orientation.
-        a = torch.linalg.cross(n, torch.tensor((0.0, 0.0, 1.0) if abs(n[2]) < 0.9 else (1.0, 0.0, 0.0), dtype=d.dtype))
-        a = a / a.norm()
+        a = _checker_axis(n) if p.texture_axis is None else _unit(p.texture_axis).to(d.dtype)
         b = torch.linalg.cross(n, a)
-        parity = (torch.floor(hit @ a / p.checker) + torch.floor(hit @ b / p.checker)) % 2
+        on_plane = hit - torch.tensor(p.texture_origin, dtype=d.dtype)
+        parity = (torch.floor(on_plane @ a / p.checker) + torch.floor(on_plane @ b / p.checker)) % 2
         albedo = albedo * (0.75 + 0.25 * parity)[..., None]
     return t, normal, albedo
 
 
 def _hit_box(bx: Box, d: torch.Tensor):
-    yaw = math.radians(bx.yaw_deg)
-    # Rotation about the world y axis; the box is axis-aligned in its own frame.
-    rot = torch.tensor([[math.cos(yaw), 0, math.sin(yaw)], [0, 1, 0], [-math.sin(yaw), 0, math.cos(yaw)]], dtype=d.dtype)
+    rot = _box_rotation(bx).to(d.dtype)  # the box is axis-aligned in its own frame
     origin = -torch.tensor(bx.centre, dtype=d.dtype) @ rot  # camera centre in box frame
     local_d = d @ rot
     half = torch.tensor(bx.size, dtype=d.dtype) / 2
@@ -148,12 +198,14 @@ class Render:
     instance: torch.Tensor  # [H,W] int64, -1 where nothing was hit
 
 
-def render(camera: Camera, primitives: list[Primitive]) -> Render:
+def render(camera: Camera, primitives: list[Primitive], light: tuple[float, float, float] = LIGHT) -> Render:
+    """`light`: direction towards a distant light in the camera frame (a light fixed in the world is
+    that direction turned by the world → camera rotation, so every view of a scene is lit alike)."""
     d = _rays(camera)
     depth = torch.full(d.shape[:2], NO_HIT, dtype=d.dtype)
     rgb = torch.zeros(*d.shape[:2], 3, dtype=d.dtype)
     instance = torch.full(d.shape[:2], -1, dtype=torch.int64)
-    light = torch.tensor(LIGHT, dtype=d.dtype)
+    light = torch.tensor(light, dtype=d.dtype)
     light = light / light.norm()
     for primitive in primitives:
         t, normal, albedo = _HIT[type(primitive)](primitive, d)

@@ -54,3 +54,55 @@ def test_scaling_the_world_about_the_camera_scales_depth_only():
     torch.testing.assert_close(a.rgb, b.rgb, atol=1e-5, rtol=0)
     finite = torch.isfinite(a.depth)
     torch.testing.assert_close(b.depth[finite], 2.5 * a.depth[finite], rtol=1e-5, atol=1e-5)
+
+
+def test_box_rotation_matrix_turns_the_box():
+    # A 2 x 1 box turned 90° about the viewing axis has the silhouette and depth of a 1 x 2 box.
+    cam = Camera(64, 64, 60.0, 60.0, 32.0, 32.0)
+    quarter_turn = ((0.0, -1.0, 0.0), (1.0, 0.0, 0.0), (0.0, 0.0, 1.0))
+    turned = render(cam, [Box(centre=(0.1, 0.2, 4.0), size=(2.0, 1.0, 0.5), colour=(1, 0, 0), rotation=quarter_turn,
+                              instance=1)])
+    upright = render(cam, [Box(centre=(0.1, 0.2, 4.0), size=(1.0, 2.0, 0.5), colour=(1, 0, 0), instance=1)])
+    assert torch.equal(turned.instance, upright.instance)
+    torch.testing.assert_close(turned.depth, upright.depth)
+
+
+def _look_at(position, target):
+    from diorama.ops.assets import world_to_camera_look_at
+    return world_to_camera_look_at(position, target)  # world z up
+
+
+def test_in_camera_places_a_world_sphere_where_the_camera_looks():
+    from diorama.ops.render import in_camera
+    target, position, radius = (1.0, 2.0, 0.5), (4.0, -3.0, 2.0), 0.5
+    cam = Camera(65, 65, 60.0, 60.0, 32.5, 32.5)
+    out = render(cam, [in_camera(Sphere(centre=target, radius=radius, colour=(1, 1, 1), instance=1),
+                                 _look_at(position, target))])
+    # The optical axis goes through the centre: the nearest surface point is |target - position| - r away.
+    expected = math.dist(target, position) - radius
+    torch.testing.assert_close(out.depth[32, 32], torch.tensor(expected), rtol=1e-5, atol=1e-5)
+    ys, xs = torch.nonzero(out.instance == 1, as_tuple=True)
+    assert abs(float(xs.float().mean()) - 32.0) < 0.5 and abs(float(ys.float().mean()) - 32.0) < 0.5
+
+
+def test_checker_and_light_stay_fixed_to_the_world_across_cameras():
+    from diorama.ops.render import in_camera
+    ground = Plane(point=(0, 0, 0), normal=(0, 0, 1), colour=(1, 1, 1), checker=1.0)
+    light_world = torch.tensor((0.3, -0.2, 1.0))
+    cam = Camera(65, 65, 60.0, 60.0, 32.5, 32.5)
+    # Centres of four checker squares: (0.5, 0.5) and (-0.5, -0.5) share a colour, the other two are the other colour.
+    points = torch.tensor([(0.5, 0.5, 0.0), (-0.5, 0.5, 0.0), (0.5, -0.5, 0.0), (-0.5, -0.5, 0.0)], dtype=torch.float64)
+    seen = []
+    for position in ((3.0, -4.0, 3.0), (-4.0, -2.0, 2.5)):
+        pose = torch.tensor(_look_at(position, (0.0, 0.0, 0.0)), dtype=torch.float64)
+        light = tuple((pose[:3, :3].float() @ light_world).tolist())
+        out = render(cam, [in_camera(ground, pose.tolist())], light=light)
+        in_cam = points @ pose[:3, :3].T + pose[:3, 3]
+        cols = (60.0 * in_cam[:, 0] / in_cam[:, 2] + 32.5).floor().long()
+        rows = (60.0 * in_cam[:, 1] / in_cam[:, 2] + 32.5).floor().long()
+        seen.append(out.rgb[rows, cols, 0])
+    torch.testing.assert_close(seen[0], seen[1], atol=1e-5, rtol=0)
+    dark, light_ = sorted({round(float(v), 4) for v in seen[0]})
+    assert abs(dark / light_ - 0.75) < 1e-3, "the checker darkens every other square to 75 %"
+    assert math.isclose(seen[0][0], seen[0][3]) and math.isclose(seen[0][1], seen[0][2])
+    assert not math.isclose(seen[0][0], seen[0][1])
