@@ -11,6 +11,7 @@ from .neural_assets import NeuralAssetPose
 from .neural_assets_loaders import DinoLoader, NeuralAssetsAdapterLoader
 from .person import NODES as PERSON_NODES
 from .placement import PlacementFromBox, PlacementFromMask
+from .save import SaveImageAtomic
 from .scene import BundledScene
 from .vlm import VLMLoader
 
@@ -43,4 +44,5 @@ NODES = [
     *PERSON_NODES,
     VLMLoader,
     LocatePlacement,
+    SaveImageAtomic,
 ]

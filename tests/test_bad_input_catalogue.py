@@ -225,6 +225,8 @@ PLACEMENT = [
     Case("locate-empty-instruction", "DioramaLocatePlacement", "empty text",
          lambda c: dict(vlm=c.stub_vlm("[0.5, 0.5, 0.5]"), background=c.scene["background"], instruction="  ",
                         max_new_tokens=64, retry_strict=False, seed=0), r"instruction is empty; expected"),
+    Case("save-unbatched", "DioramaSaveImage", "wrong shape",
+         lambda c: dict(images=c.scene["background"][0], filename_prefix="never"), r"images must be an IMAGE batch \[B, H, W, C\].*got shape \(64, 96, 3\)"),
 ]
 
 DEPTH = [

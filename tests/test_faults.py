@@ -10,6 +10,7 @@ the next use, or use a new name, as a user would (a new download usually has a n
 from __future__ import annotations
 
 import errno
+import json
 import shutil
 from pathlib import Path
 
@@ -104,29 +105,87 @@ def test_a_node_raising_mid_graph_leaves_other_queued_prompts_alone(server, base
         assert np.array_equal(saved(base_dir, entry["outputs"]), saved(base_dir, expected.outputs))
 
 
-def test_output_disk_full_gives_a_clear_error(run_prompt, base_dir, monkeypatch):
-    """SaveImage is ComfyUI's node: simulated ENOSPC after half the bytes are written.
-
-    What Diorama controls is the report: the run fails naming the save node and the OS error, and no
-    Diorama node writes files of its own. ComfyUI's SaveImage does not remove what it had begun to
-    write, so a truncated file is left behind; this is asserted below to document the host's behaviour
-    (if a later ComfyUI cleans up, this assertion fails and the README line should change)."""
+def fill_disk_after_half(monkeypatch, marker: str, full_from: int = 0) -> None:
+    """PNG writes to files whose name holds `marker` fail with ENOSPC after writing half a file, from
+    the `full_from`-th such write on (the earlier ones succeed), as on a disk that fills up mid-batch."""
     import PIL.Image
 
     original_save = PIL.Image.Image.save
+    writes = []
 
     def save_until_full(self, fp, *args, **kwargs):
-        if isinstance(fp, (str, Path)) and Path(fp).name.startswith("disk_full"):
-            Path(fp).write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 32)  # the part that fitted
-            raise OSError(errno.ENOSPC, "No space left on device", str(fp))
+        if isinstance(fp, (str, Path)) and marker in Path(fp).name:
+            writes.append(fp)
+            if len(writes) > full_from:
+                Path(fp).write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 32)  # the part that fitted
+                raise OSError(errno.ENOSPC, "No space left on device", str(fp))
         return original_save(self, fp, *args, **kwargs)
 
     monkeypatch.setattr(PIL.Image.Image, "save", save_until_full)
-    before = set((base_dir / "output").rglob("*"))
+
+
+def output_files(base_dir: Path) -> set[Path]:
+    return set((base_dir / "output").rglob("*"))  # hidden temporary files included
+
+
+def test_output_disk_full_with_comfyuis_save_image_leaves_a_truncated_file(run_prompt, base_dir, monkeypatch):
+    """ComfyUI's own SaveImage writes in place and does not clean up: this documents the host's
+    behaviour that Diorama Save Image exists for (if a later ComfyUI cleans up, this fails and the
+    README line should change)."""
+    fill_disk_after_half(monkeypatch, "disk_full_core")
+    before = output_files(base_dir)
     with pytest.raises(WorkflowError) as failure:
-        run_prompt(paste_prompt(96, "disk_full"))
+        run_prompt(paste_prompt(96, "disk_full_core"))
     assert failure.value.node_id == "4" and failure.value.node_type == "SaveImage"
     assert "No space left on device" in str(failure.value)
-    written = set((base_dir / "output").rglob("*")) - before
-    assert [p.name.startswith("disk_full") for p in written] == [True], written
-    assert all(p.stat().st_size == 40 for p in written), "only SaveImage's truncated file, nothing from Diorama"
+    written = output_files(base_dir) - before
+    assert len(written) == 1 and all(p.stat().st_size == 40 for p in written), written
+
+
+def atomic_save_prompt(prefix: str, batch: int) -> dict:
+    prompt = paste_prompt(96, prefix)
+    prompt["5"] = {"class_type": "RepeatImageBatch", "inputs": {"image": prompt["4"]["inputs"]["images"], "amount": batch}}
+    prompt["4"] = {"class_type": "DioramaSaveImage", "inputs": {"images": ["5", 0], "filename_prefix": prefix}}
+    return prompt
+
+
+def test_output_disk_full_with_diorama_save_image_leaves_nothing(run_prompt, base_dir, monkeypatch):
+    """The disk fills while the second image of a batch of three is written: a clear error naming the
+    node, the file, the folder and the cause, and no file at all from this batch, not even the first."""
+    fill_disk_after_half(monkeypatch, "disk_full_atomic", full_from=1)
+    before = output_files(base_dir)
+    with pytest.raises(WorkflowError) as failure:
+        run_prompt(atomic_save_prompt("disk_full_atomic", 3))
+    assert failure.value.node_id == "4" and failure.value.node_type == "DioramaSaveImage"
+    message = str(failure.value)
+    assert "No space left on device" in message and "Nothing of this batch was saved" in message
+    assert "disk_full_atomic_00002_.png" in message and str(base_dir / "output") in message
+    assert output_files(base_dir) - before == set()
+
+
+def test_diorama_save_image_saves_the_whole_batch_like_save_image(run_prompt, base_dir):
+    """Names, counter and embedded prompt as ComfyUI's SaveImage, for every item of a batch; pixels
+    rounded where SaveImage truncates, so they differ from SaveImage's by at most one level."""
+    ours = run_prompt(atomic_save_prompt("atomic_ok", 2)).outputs["4"]["images"]
+    core_prompt = atomic_save_prompt("core_ok", 2)
+    core_prompt["4"]["class_type"] = "SaveImage"
+    core = run_prompt(core_prompt).outputs["4"]["images"]
+    assert [i["filename"] for i in ours] == ["atomic_ok_00001_.png", "atomic_ok_00002_.png"]
+    for mine, theirs in zip(ours, core):
+        with Image.open(base_dir / "output" / mine["filename"]) as a, Image.open(base_dir / "output" / theirs["filename"]) as b:
+            difference = np.asarray(a).astype(int) - np.asarray(b).astype(int)
+            assert difference.min() >= 0 and difference.max() <= 1
+            assert json.loads(a.info["prompt"])["4"]["class_type"] == "DioramaSaveImage"
+    again = run_prompt(atomic_save_prompt("atomic_ok", 1)).outputs["4"]["images"]
+    assert again[0]["filename"] == "atomic_ok_00003_.png"  # the counter continues, nothing overwritten
+
+
+def test_diorama_save_image_gives_back_the_pixels_of_a_loaded_file(run_prompt, base_dir):
+    pixels = np.random.default_rng(12).integers(0, 256, (40, 56, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(base_dir / "input" / "roundtrip.png")
+    result = run_prompt({
+        "1": {"class_type": "LoadImage", "inputs": {"image": "roundtrip.png"}},
+        "2": {"class_type": "DioramaSaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "roundtrip"}},
+    })
+    with Image.open(base_dir / "output" / result.outputs["2"]["images"][0]["filename"]) as saved_image:
+        assert np.array_equal(np.asarray(saved_image), pixels)
