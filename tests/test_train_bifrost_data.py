@@ -1,0 +1,125 @@
+"""BIFRÖST placement data: answers parse back to the object's exact box and depth, instructions name
+relations that hold in the rendered scene, the object is removed by the inpainting workflow (pixels
+outside the grown mask untouched), and bad inputs fail naming what is wrong."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import scipy.ndimage
+import torch
+from PIL import Image
+
+from diorama.ops import bundled_scene
+from diorama.ops.relations import RELATIONS, parse_relation
+from diorama.ops.vlm_answers import parse_bifrost_answer
+from diorama.training.data.frames import Frame, PairedFrames
+from diorama.training.recipes import bifrost_placement as bp
+
+NAMES = {3: "table", 4: "ball", 5: "cabinet", bundled_scene.CRATE_INSTANCE: "crate"}
+WIDTH, HEIGHT = 64, 48
+GROW = 2
+TINY_REMOVAL = ["Window.resolution=64", "Sampler.steps=2", f"Grow mask.expand={GROW}"]
+
+
+def scene_pair(names: dict | None = None, with_depth: bool = True) -> PairedFrames:
+    shot = bundled_scene.render_truth(WIDTH, HEIGHT)
+    ids = tuple(sorted(int(i) for i in shot.instance.unique() if i >= 0))
+    frame = Frame(image=shot.rgb.permute(2, 0, 1).contiguous(), masks=torch.stack([shot.instance == i for i in ids]),
+                  instance_ids=ids, depth=shot.depth if with_depth else None)
+    return PairedFrames(frame, frame, bundled_scene.CRATE_INSTANCE, "bundled scene (test)",
+                        extras={"names": NAMES if names is None else names})
+
+
+def settings(**changes) -> bp.PlacementDataSettings:
+    section = {"min_box_area": 0.01, "max_relations": 3, "replace_fraction": 0.0,
+               "removal": {"set": TINY_REMOVAL}, **changes}
+    return bp.PlacementDataSettings.from_config(section)
+
+
+def numpy_truth(pair: PairedFrames) -> tuple[list[float], list[float]]:
+    """Box and (max, median, min) computed independently with numpy, as create_dataset.py does."""
+    mask = pair.target.mask_of(pair.object_id).numpy()
+    rows, cols = np.nonzero(mask)
+    x, y, w, h = cols.min(), rows.min(), cols.max() + 1 - cols.min(), rows.max() + 1 - rows.min()
+    depth = pair.target.depth.numpy().astype(np.float64)
+    disparity = np.where(np.isfinite(depth), 1 / depth, 0.0)
+    disparity = (disparity - disparity.min()) / (disparity.max() - disparity.min())
+    crop = disparity[y:y + h, x:x + w]
+    return [x / WIDTH, y / HEIGHT, (x + w) / WIDTH, (y + h) / HEIGHT], [crop.max(), np.median(crop), crop.min()]
+
+
+def test_relation_rules_on_hand_made_boxes():
+    table = bp.Instance("table", (0.4, 0.5, 0.7, 0.8), 4.0)
+    cases = [
+        (bp.Instance("cat", (0.1, 0.5, 0.3, 0.8), 4.0), "to the left of"),
+        (bp.Instance("cat", (0.75, 0.5, 0.9, 0.8), 4.0), "to the right of"),
+        (bp.Instance("cat", (0.5, 0.3, 0.6, 0.6), 5.0), "behind"),  # farther than 1.1 x 4
+        (bp.Instance("cat", (0.5, 0.3, 0.6, 0.9), 3.0), "in front of"),
+        (bp.Instance("cat", (0.5, 0.3, 0.6, 0.505), 4.1), "on"),
+        (bp.Instance("cat", (0.5, 0.1, 0.6, 0.3), 4.1), "above"),
+        (bp.Instance("cat", (0.5, 0.8, 0.6, 0.95), 4.1), "under"),
+        (bp.Instance("cat", (0.5, 0.55, 0.6, 0.75), 4.1), None),  # inside the table's box at its depth
+        (bp.Instance("cat", (0.0, 0.0, 0.05, 0.1), 4.0), None),  # more than 0.3 away
+    ]
+    for obj, expected in cases:
+        assert bp.relation_phrase(obj, table, max_gap=0.3, depth_ratio=1.1) == expected, obj
+        if expected is not None:
+            parsed = parse_relation(bp.place_instruction("cat", [(expected, "table")]))
+            assert (parsed.object_phrase, parsed.anchor_phrase) == ("cat", "table")
+            assert parsed.relation in RELATIONS
+
+
+def test_answer_and_instruction_of_the_rendered_scene():
+    pair = scene_pair()
+    planned = bp.plan_examples(pair, 0, settings())
+    assert [p.remove_object for p in planned] == [True]
+    example = planned[0].example
+    box, depths = numpy_truth(pair)
+    answer = parse_bifrost_answer(example.answer)
+    np.testing.assert_allclose(answer.box, box, atol=5e-4 + 1e-9)
+    np.testing.assert_allclose(answer.depth, depths, atol=5e-4 + 1e-9)
+    assert parse_relation(example.instruction).object_phrase == "crate"
+    # The bundled crate stands behind the table and in front of the cabinet (ops/bundled_scene.py).
+    assert "behind the table" in example.instruction and "in front of the cabinet" in example.instruction
+    assert example.instruction.endswith(", output the bounding box and the max, median and min depth values of the object.")
+
+
+def test_built_data_set_removes_the_object_through_the_workflow(tiny_sd_models, tmp_path):
+    pairs = [scene_pair(), scene_pair()]
+    result = bp.build_placement_data(pairs, settings(replace_fraction=0.5, seed=3), tmp_path)
+    lines = [json.loads(line) for line in result.jsonl.read_text().splitlines()]
+    assert result.examples == len(lines) and result.pairs_used == 2
+    kinds = sorted(line["id"].split("_")[1] for line in lines)
+    assert kinds.count("place") == 2 and "replace" in kinds  # seed 3 draws a replace example for one pair
+    original = (pairs[0].target.image.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+    mask = pairs[0].target.mask_of(bundled_scene.CRATE_INSTANCE).numpy()
+    # GrowMask dilates with a cross; a square of one more pixel contains it and the feathered seam.
+    outside = ~scipy.ndimage.binary_dilation(mask, np.ones((3, 3), bool), iterations=GROW + 1)
+    for line in lines:
+        image = np.asarray(Image.open(tmp_path / line["image"]).convert("RGB"))
+        assert image.shape == (HEIGHT, WIDTH, 3)
+        assert line["conversations"][0]["value"] == "<image>\n" + line["instruction"]
+        assert parse_bifrost_answer(line["conversations"][1]["value"]).box == parse_bifrost_answer(line["answer"]).box
+        if line["id"].endswith("_replace"):
+            assert line["instruction"].startswith("Replace the crate with the reference image")
+            np.testing.assert_array_equal(image, original)
+        else:
+            np.testing.assert_array_equal(image[outside], original[outside])
+            assert np.abs(image[mask].astype(int) - original[mask]).mean() > 1  # the crate was painted over
+    assert not list((tmp_path).glob("*.partial"))
+
+
+def test_bad_inputs_name_what_is_wrong(tmp_path):
+    with pytest.raises(ValueError, match=r"bundled scene \(test\) has no target.depth"):
+        bp.plan_examples(scene_pair(with_depth=False), 0, settings())
+    with pytest.raises(ValueError, match=r"unknown keys \['max_relation'\]"):
+        bp.PlacementDataSettings.from_config({"max_relation": 2})
+    workflow = tmp_path / "removal.json"
+    workflow.write_text(json.dumps({"1": {"class_type": "LoadImage", "_meta": {"title": "Scene"},
+                                          "inputs": {"image": "x.png"}}}))
+    with pytest.raises(ValueError, match=r"has no nodes titled \['Object mask', 'Negative', 'Sampler', 'Removed'\]"):
+        bp.removal_prompt(settings(removal={"workflow": str(workflow)}))
+    with pytest.raises(ValueError, match="none of the 1 pairs gave an example"):
+        bp.build_placement_data([scene_pair(names={})], settings(), tmp_path)
