@@ -28,7 +28,7 @@ import comfy.ops
 import torch
 
 from ..ops.identity_tokens import DINO_MEAN, DINO_STD, interpolate_position_embeddings
-from .model_folders import read_safetensors
+from .model_folders import read_safetensors, read_safetensors_layout
 
 log = logging.getLogger(__name__)
 
@@ -139,8 +139,8 @@ def build_clip_vision(config: DinoV2Config) -> comfy.clip_vision.ClipVisionModel
 def load_dinov2(path: str) -> comfy.clip_vision.ClipVisionModel:
     """A DINOv2 safetensors file (ComfyUI's CLIP-vision layout) → ComfyUI's CLIP_VISION object."""
     name = os.path.basename(path)
+    config = infer_dinov2_config(read_safetensors_layout(path), name)
     state_dict, _ = read_safetensors(path)
-    config = infer_dinov2_config(state_dict, name)
     clip_vision = build_clip_vision(config)
     missing, unexpected = clip_vision.load_sd(state_dict)
     # The mask token is only used for masked-image training, never at inference.

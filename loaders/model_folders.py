@@ -5,6 +5,8 @@ import os
 
 import comfy.utils
 import folder_paths
+import safetensors
+import torch
 
 DEPTH_FOLDER = "depth_estimation"
 IDENTITY_ADAPTER_FOLDER = "identity_adapters"
@@ -64,18 +66,37 @@ def resolve_model_file(folder_name: str, name: str) -> str:
     return path
 
 
+def _unreadable(path: str, error: Exception) -> ValueError:
+    detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return ValueError(f"{path}: cannot be read as a safetensors file ({detail}); the file is truncated, corrupt or "
+                      "not a safetensors file: expected a complete .safetensors file (compare its size with the "
+                      "source and copy it again)")
+
+
+def _require_safetensors_name(path: str) -> None:
+    if not path.lower().endswith((".safetensors", ".sft")):
+        raise ValueError(f"{os.path.basename(path)}: expected a .safetensors file (pickled .ckpt/.pt/.bin weights "
+                         "are not loaded here)")
+
+
 def read_safetensors(path: str) -> tuple[dict, dict]:
     """(state dict, metadata) of a .safetensors file through ComfyUI's loader, with a clear error for a
     truncated or non-safetensors file: safetensors' own message ("header too large") names neither the
     file nor what to do, and ComfyUI only rewrites it for some safetensors versions."""
-    if not path.lower().endswith((".safetensors", ".sft")):
-        raise ValueError(f"{os.path.basename(path)}: expected a .safetensors file (pickled .ckpt/.pt/.bin weights "
-                         "are not loaded here)")
+    _require_safetensors_name(path)
     try:
         state_dict, metadata = comfy.utils.load_torch_file(path, safe_load=True, return_metadata=True)
     except Exception as error:  # SafetensorError is not importable under a stable name across versions
-        detail = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ValueError(f"{path}: cannot be read as a safetensors file ({detail}); the file is truncated, corrupt or "
-                         "not a safetensors file: expected a complete .safetensors file (compare its size with the "
-                         "source and copy it again)") from None
+        raise _unreadable(path, error) from None
     return state_dict, metadata or {}
+
+
+def read_safetensors_layout(path: str) -> dict[str, torch.Tensor]:
+    """The file's tensors as meta tensors of the stored shapes, read from the header alone, so a file of
+    the wrong model is refused before gigabytes of weights are read."""
+    _require_safetensors_name(path)
+    try:
+        with safetensors.safe_open(path, framework="pt") as file:
+            return {key: torch.empty(file.get_slice(key).get_shape(), device="meta") for key in file.keys()}
+    except Exception as error:
+        raise _unreadable(path, error) from None

@@ -353,3 +353,22 @@ def test_encode_refuses_a_clip_model(models, node_class):
 
     with pytest.raises(ValueError, match="holds a Linear, not DINOv2"):
         dinov2_tokens(NotDino(), torch.zeros(1, 3, 224, 224))
+
+
+def test_a_file_of_another_model_is_refused_from_its_header_alone(tmp_path, monkeypatch):
+    """A CLIP vision file in the DINOv2 loader: refused before any weight is read (a DINOv2-g is
+    over a gigabyte; the header says enough)."""
+    import comfy.utils
+
+    from diorama.loaders.identity_encoder import load_dinov2
+
+    path = tmp_path / "clip_vit.safetensors"
+    safetensors.torch.save_file({"vision_model.embeddings.patch_embedding.weight": torch.zeros(8, 3, 4, 4),
+                                 "vision_model.post_layernorm.weight": torch.zeros(8)}, str(path))
+
+    def weights_read(*args, **kwargs):
+        raise AssertionError("the weights were read before the file was recognised as another model")
+
+    monkeypatch.setattr(comfy.utils, "load_torch_file", weights_read)
+    with pytest.raises(ValueError, match=r"clip_vit.safetensors is a CLIP/SigLIP vision model: expected DINOv2 weights"):
+        load_dinov2(str(path))
