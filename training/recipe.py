@@ -32,6 +32,10 @@ class Recipe(Protocol):
     def validate(self, batch: list[PairedFrames], generator: torch.Generator) -> tuple[dict[str, float], torch.Tensor]:
         """Metrics and images [B, H, W, 3] in [0, 1] (ComfyUI's IMAGE layout) for one validation batch."""
 
+    def checkpointed_modules(self) -> list[torch.nn.Module]:
+        """Modules whose activations the trainer recomputes in the backward pass when the config's
+        gradient_checkpointing is on (e.g. the trained UNet blocks); [] when nothing is worth it."""
+
     def trainable_state(self) -> dict[str, torch.Tensor]:
         """Every trained tensor, for checkpoints (frozen weights are not saved)."""
 
