@@ -42,21 +42,24 @@ class ComfyServer:
     """`with ComfyServer(base_dir, work_dir) as server:` — started and answering /system_stats on entry,
     terminated on exit. The log is in work_dir/server.log (its tail is in the error if start fails)."""
 
-    def __init__(self, base_dir: Path, work_dir: Path, start_timeout: float = 120):
+    def __init__(self, base_dir: Path, work_dir: Path, start_timeout: float = 120, real_frontend: bool = False):
+        """real_frontend: serve the installed comfyui-frontend-package (the browser tests) instead of a stub page."""
         self.base_dir, self.work_dir, self.start_timeout = Path(base_dir), Path(work_dir), start_timeout
+        self.real_frontend = real_frontend
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = self.work_dir / "server.log"
         self.process: subprocess.Popen | None = None
 
     def __enter__(self) -> "ComfyServer":
-        # A stub front end: the server only needs an index.html to start, the tests never load the UI.
-        web = self.work_dir / "web"
-        web.mkdir(parents=True, exist_ok=True)
-        (web / "index.html").write_text("<html></html>")
         command = [sys.executable, str(find_comfyui_root() / "main.py"), "--listen", "127.0.0.1", "--port", str(self.port),
-                   "--disable-auto-launch", "--base-directory", str(self.base_dir), "--front-end-root", str(web),
-                   "--database-url", "sqlite:///:memory:"]
+                   "--disable-auto-launch", "--base-directory", str(self.base_dir), "--database-url", "sqlite:///:memory:"]
+        if not self.real_frontend:
+            # A stub front end: the server only needs an index.html to start, these tests never load the UI.
+            web = self.work_dir / "web"
+            web.mkdir(parents=True, exist_ok=True)
+            (web / "index.html").write_text("<html></html>")
+            command += ["--front-end-root", str(web)]
         if not torch.cuda.is_available():
             command += ["--cpu", "--use-pytorch-cross-attention"]
         self._log = open(self.log_path, "w")
