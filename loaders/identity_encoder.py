@@ -176,23 +176,27 @@ def dinov2_tokens(clip_vision, pixels: torch.Tensor) -> torch.Tensor:
     Equivalent to DINOv2's `forward_features` (x_norm_clstoken, x_norm_patchtokens) at any input
     size that is a multiple of the patch size, on the intermediate device.
     """
-    model = require_dinov2(clip_vision)
-    _, patch_size = dinov2_geometry(clip_vision)
+    require_dinov2(clip_vision)
+    comfy.model_management.load_model_gpu(clip_vision.patcher)
+    with torch.no_grad():
+        tokens = dinov2_forward(clip_vision.model, pixels.to(clip_vision.load_device))
+    return tokens.to(comfy.model_management.intermediate_device())
+
+
+def dinov2_forward(model: comfy.image_encoders.dino2.Dinov2Model, pixels: torch.Tensor) -> torch.Tensor:
+    """dinov2_tokens' maths on the model's own device, with autograd (training fine-tunes DINOv2 through it)."""
+    patch_size = model.embeddings.patch_embeddings.projection.weight.shape[-1]
     if pixels.ndim != 4 or pixels.shape[1] != 3 or pixels.shape[2] % patch_size or pixels.shape[3] % patch_size:
         raise ValueError(f"expected normalised pixels [batch, 3, H, W] with H and W multiples of the patch size "
                          f"{patch_size}, got {tuple(pixels.shape)}")
-    comfy.model_management.load_model_gpu(clip_vision.patcher)
-    device = clip_vision.load_device
     # As ComfyUI's own encode_image: float32 activations, weights cast by its manual-cast layers.
-    x = pixels.to(device=device, dtype=torch.float32)
+    x = pixels.to(dtype=torch.float32)
     embeddings = model.embeddings
-    with torch.no_grad():
-        patches = embeddings.patch_embeddings(x)
-        cls = comfy.model_management.cast_to_device(embeddings.cls_token, device, x.dtype)
-        positions = interpolate_position_embeddings(embeddings.position_embeddings,
-                                                    x.shape[2] // patch_size, x.shape[3] // patch_size)
-        tokens = torch.cat((cls.expand(x.shape[0], -1, -1), patches), dim=1)
-        tokens = tokens + comfy.model_management.cast_to_device(positions, device, x.dtype)
-        tokens, _ = model.encoder(tokens)
-        tokens = model.layernorm(tokens)
-    return tokens.to(comfy.model_management.intermediate_device())
+    patches = embeddings.patch_embeddings(x)
+    cls = comfy.model_management.cast_to_device(embeddings.cls_token, x.device, x.dtype)
+    positions = interpolate_position_embeddings(embeddings.position_embeddings,
+                                                x.shape[2] // patch_size, x.shape[3] // patch_size)
+    tokens = torch.cat((cls.expand(x.shape[0], -1, -1), patches), dim=1)
+    tokens = tokens + comfy.model_management.cast_to_device(positions, x.device, x.dtype)
+    tokens, _ = model.encoder(tokens)
+    return model.layernorm(tokens)
