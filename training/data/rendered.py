@@ -1,0 +1,189 @@
+"""Diorama's own renderer (ops/render.py) as a source of paired frames with exact ground truth.
+
+Each index is a random scene, deterministic by (seed, index): a ground plane (plain or checkered),
+3-5 boxes (any yaw, plain or striped) and spheres of random colours standing close together on it,
+a light fixed in the world, and two cameras looking at the group from different directions. One
+object visible in both views is the pair's `object_id`; the others may hide part of it (how much is
+in `extras["target_visible_fraction"]`).
+
+World frame: z up, ground at z = 0 (as ops.assets and Kubric); cameras are OpenCV world → camera.
+Instance ids are 1..N (ops.assets.boxes_from_segmentation's convention); every object is listed in
+both frames (an object out of view has an empty mask and a zero source box). Each frame's
+`boxes3d[k].source_box` is object k's 2D box in that frame itself. Sky pixels have depth inf.
+
+`extras`: "target_visible_fraction" (visible pixels of the object in the target / its pixels when
+rendered alone from the target camera), "source_mode" ("scene", or "object": the source frame shows
+the object alone on the sky colour, seen from the source camera).
+"""
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from ...ops import assets as A
+from ...ops.render import Box, Plane, Primitive, Sphere, in_camera, render
+from ...ops.render import Camera as RenderCamera
+from .frames import Frame, PairedFrames
+
+SOURCE_MODES = ("scene", "object")
+MIN_SIZE = 16
+MIN_VISIBLE_PIXELS_FRACTION = 0.004  # the chosen object covers at least this share of each view
+GROUP_RADIUS = 1.4  # metres: objects stand within this distance of the scene centre, so they occlude
+CAMERA_TRIES = 64
+
+
+@dataclass(frozen=True)
+class SceneObject:
+    primitive: Box | Sphere  # world frame
+    asset_centre: tuple[float, float, float]
+    asset_size: tuple[float, float, float]
+    asset_rotation: tuple[tuple[float, float, float], ...]  # object → world
+
+
+@dataclass(frozen=True)
+class Scene:
+    ground: Plane
+    objects: tuple[SceneObject, ...]  # object k has instance id k + 1
+    light: tuple[float, float, float]  # towards the light, world frame
+    sky: tuple[float, float, float]
+
+
+def _colour(rng: random.Random) -> tuple[float, float, float]:
+    # Saturated, mid-bright colours so objects stand out from each other and the ground.
+    hue = rng.random()
+    saturation, value = rng.uniform(0.45, 0.9), rng.uniform(0.55, 0.95)
+    channels = [min(1.0, max(0.0, abs((hue * 6 + offset) % 6 - 3) - 1)) for offset in (0, 4, 2)]
+    return tuple(value * (1 - saturation + saturation * c) for c in channels)
+
+
+def _object(rng: random.Random, instance: int, x: float, y: float) -> SceneObject:
+    if rng.random() < 0.65:
+        size = (rng.uniform(0.35, 1.1), rng.uniform(0.35, 1.1), rng.uniform(0.35, 1.2))
+        yaw = rng.uniform(0, 2 * math.pi)
+        rotation = tuple(map(tuple, A.rotation_from_ypr(yaw, 0.0, 0.0).tolist()))
+        centre = (x, y, size[2] / 2)
+        stripes = rng.uniform(0.08, 0.2) if rng.random() < 0.5 else 0.0
+        box = Box(centre=centre, size=size, colour=_colour(rng), stripes=stripes, rotation=rotation, instance=instance)
+        return SceneObject(box, centre, size, rotation)
+    radius = rng.uniform(0.2, 0.55)
+    centre = (x, y, radius)
+    identity = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
+    return SceneObject(Sphere(centre=centre, radius=radius, colour=_colour(rng), instance=instance),
+                       centre, (2 * radius,) * 3, identity)
+
+
+def _footprint(obj: SceneObject) -> float:
+    return math.hypot(obj.asset_size[0], obj.asset_size[1]) / 2
+
+
+def random_scene(rng: random.Random) -> Scene:
+    ground = Plane(point=(0.0, 0.0, 0.0), normal=(0.0, 0.0, 1.0), colour=_colour(rng),
+                   checker=rng.choice((0.0, rng.uniform(0.3, 0.9))))
+    objects: list[SceneObject] = []
+    wanted = rng.randint(3, 5)
+    for _ in range(wanted * 10):  # rejection sampling: objects must not interpenetrate
+        if len(objects) == wanted:
+            break
+        angle, distance = rng.uniform(0, 2 * math.pi), GROUP_RADIUS * math.sqrt(rng.random())
+        candidate = _object(rng, len(objects) + 1, distance * math.cos(angle), distance * math.sin(angle))
+        if all(math.dist(candidate.asset_centre[:2], other.asset_centre[:2]) > _footprint(candidate) + _footprint(other)
+               for other in objects):
+            objects.append(candidate)
+    elevation, azimuth = math.radians(rng.uniform(35, 70)), rng.uniform(0, 2 * math.pi)
+    light = (math.cos(elevation) * math.cos(azimuth), math.cos(elevation) * math.sin(azimuth), math.sin(elevation))
+    sky = tuple(rng.uniform(0.6, 0.95) for _ in range(3))
+    return Scene(ground, tuple(objects), light, sky)
+
+
+def random_camera(rng: random.Random, size: int, azimuth: float) -> A.Camera:
+    """A camera 3.5-6 m from the scene centre, 12-40° above the ground, looking at the group."""
+    distance, elevation = rng.uniform(3.5, 6.0), math.radians(rng.uniform(12, 40))
+    position = (distance * math.cos(elevation) * math.cos(azimuth), distance * math.cos(elevation) * math.sin(azimuth),
+                distance * math.sin(elevation))
+    target = (rng.uniform(-0.4, 0.4), rng.uniform(-0.4, 0.4), rng.uniform(0.1, 0.5))
+    focal = A.focal_from_fov(size, rng.uniform(40, 60))
+    return A.Camera(A.intrinsics_from_focal(size, size, focal), A.world_to_camera_look_at(position, target), (size, size))
+
+
+def _render(camera: A.Camera, primitives: list[Primitive], light_world: tuple[float, float, float]):
+    (fx, _, cx), (_, fy, cy), _ = camera.intrinsics
+    height, width = camera.image_hw
+    rotation = torch.tensor(camera.world_to_camera, dtype=torch.float64)[:3, :3]
+    light = tuple((rotation @ torch.tensor(light_world, dtype=torch.float64)).tolist())
+    return render(RenderCamera(width, height, fx, fy, cx, cy), [in_camera(p, camera.world_to_camera) for p in primitives],
+                  light=light)
+
+
+def _image(shot, sky: tuple[float, float, float]) -> torch.Tensor:
+    rgb = torch.where((shot.instance < 0)[..., None], torch.tensor(sky, dtype=torch.float32), shot.rgb)
+    return rgb.permute(2, 0, 1).contiguous()
+
+
+def _frame(scene: Scene, camera: A.Camera, primitives: list[Primitive], clean_plate: torch.Tensor | None = None) -> Frame:
+    shot = _render(camera, primitives, scene.light)
+    count = len(scene.objects)
+    ids = tuple(range(1, count + 1))
+    boxes2d = A.boxes_from_segmentation(shot.instance.clamp_min(0), count, count).tolist()
+    boxes3d = tuple(A.Asset(o.asset_centre, o.asset_size, o.asset_rotation, tuple(box))
+                    for o, box in zip(scene.objects, boxes2d))
+    masks = torch.stack([shot.instance == i for i in ids]) if ids else torch.zeros(0, *shot.instance.shape, dtype=torch.bool)
+    return Frame(_image(shot, scene.sky), masks, ids, shot.depth, camera, boxes3d, clean_plate)
+
+
+def _visible_pixels(camera: A.Camera, primitives: list[Primitive], scene: Scene, instance: int) -> int:
+    return int((_render(camera, primitives, scene.light).instance == instance).sum())
+
+
+class RenderedPairs(Sequence):
+    """`count` random scenes at `size`² px; pair `index` is the same for the same (seed, index)."""
+
+    def __init__(self, count: int, size: int = 64, seed: int = 0, source_mode: str = "scene"):
+        if int(count) != count or count < 1:
+            raise ValueError(f"rendered source: count must be a whole number >= 1, got {count!r}")
+        if int(size) != size or size < MIN_SIZE:
+            raise ValueError(f"rendered source: size must be a whole number of pixels >= {MIN_SIZE}, got {size!r}")
+        if int(seed) != seed:
+            raise ValueError(f"rendered source: seed must be a whole number, got {seed!r}")
+        if source_mode not in SOURCE_MODES:
+            raise ValueError(f"rendered source: source_mode must be one of {', '.join(SOURCE_MODES)}, got {source_mode!r}")
+        self.count, self.size, self.seed, self.source_mode = int(count), int(size), int(seed), source_mode
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int) -> PairedFrames:
+        if not -self.count <= index < self.count:
+            raise IndexError(f"rendered source has {self.count} pairs, index {index} is out of range")
+        index %= self.count
+        # A string seed: Python's random hashes it with SHA-512, so no two (seed, index) share a stream.
+        rng = random.Random(f"diorama.render:{self.seed}:{index}")
+        min_pixels = max(4, round(MIN_VISIBLE_PIXELS_FRACTION * self.size ** 2))
+        while True:
+            scene = random_scene(rng)
+            primitives = [scene.ground] + [o.primitive for o in scene.objects]
+            object_id = rng.randint(1, len(scene.objects))
+            for _ in range(CAMERA_TRIES):
+                azimuth = rng.uniform(0, 2 * math.pi)
+                target_camera = random_camera(rng, self.size, azimuth)
+                source_camera = random_camera(rng, self.size, azimuth + rng.choice((-1, 1)) * math.radians(rng.uniform(30, 120)))
+                source_primitives = primitives if self.source_mode == "scene" else [scene.objects[object_id - 1].primitive]
+                visible = [_visible_pixels(target_camera, primitives, scene, object_id),
+                           _visible_pixels(source_camera, source_primitives, scene, object_id)]
+                if min(visible) >= min_pixels:
+                    return self._pair(index, scene, primitives, source_primitives, object_id, source_camera, target_camera)
+
+    def _pair(self, index: int, scene: Scene, primitives: list[Primitive], source_primitives: list[Primitive],
+              object_id: int, source_camera: A.Camera, target_camera: A.Camera) -> PairedFrames:
+        chosen = scene.objects[object_id - 1].primitive
+        without = [p for p in primitives if p is not chosen]
+        plate = _image(_render(target_camera, without, scene.light), scene.sky)
+        target = _frame(scene, target_camera, primitives, clean_plate=plate)
+        alone = _visible_pixels(target_camera, [chosen], scene, object_id)
+        visible = int(target.mask_of(object_id).sum())
+        return PairedFrames(_frame(scene, source_camera, source_primitives if self.source_mode == "object" else primitives),
+                            target, object_id, origin=f"render seed={self.seed} index={index}",
+                            extras={"target_visible_fraction": visible / alone, "source_mode": self.source_mode})
