@@ -1,8 +1,13 @@
 """Training data sources: the renderer as a source of paired frames, and the on-disk dataset layouts."""
 from __future__ import annotations
 
+import json
+import shutil
+
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from diorama.ops import assets as A
 from diorama.training.data.sources import open_source
@@ -145,3 +150,147 @@ def test_rendered_object_alone_source():
 def test_open_source_refuses_bad_specs(spec, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         open_source(spec)
+
+
+# ---------------------------------------------------------------------------------------------
+# Video segmentation (YouTube-VOS layout)
+
+VOS_H, VOS_W = 16, 20
+# video → frame → instances visible in it; each instance is a rectangle of its own colour.
+VOS_VIDEOS = {"v1": {"00000": (1, 2), "00005": (1,), "00010": (1, 2)}, "v2": {"00000": (3,), "00005": (3,)}}
+VOS_COLOURS = {1: (220, 40, 40), 2: (40, 200, 60), 3: (50, 60, 210)}
+
+
+def _vos_rectangle(instance: int, frame: str) -> tuple[slice, slice]:
+    shift = int(frame) // 5
+    return (slice(2, 8), slice(2 + shift, 8 + shift)) if instance != 2 else (slice(9, 15), slice(10, 17))
+
+
+def _vos_frame(frame: str, instances) -> tuple[np.ndarray, np.ndarray]:
+    image = np.full((VOS_H, VOS_W, 3), 128, np.uint8)
+    ids = np.zeros((VOS_H, VOS_W), np.uint8)
+    for instance in instances:
+        image[_vos_rectangle(instance, frame)] = VOS_COLOURS[instance]
+        ids[_vos_rectangle(instance, frame)] = instance
+    return image, ids
+
+
+def _palette_png(ids: np.ndarray, path) -> None:
+    picture = Image.fromarray(ids, mode="P")
+    picture.putpalette([0, 0, 0, 128, 0, 0, 0, 128, 0, 128, 128, 0] + [0] * (256 * 3 - 12))  # DAVIS-like palette
+    picture.save(path)
+
+
+def _write_vos(root, meta: dict | None = None):
+    for video, frames in VOS_VIDEOS.items():
+        (root / "JPEGImages" / video).mkdir(parents=True)
+        (root / "Annotations" / video).mkdir(parents=True)
+        for frame, instances in frames.items():
+            image, ids = _vos_frame(frame, instances)
+            Image.fromarray(image).save(root / "JPEGImages" / video / f"{frame}.jpg", quality=100, subsampling=0)
+            _palette_png(ids, root / "Annotations" / video / f"{frame}.png")
+    if meta is not None:
+        (root / "meta.json").write_text(json.dumps(meta))
+    return root
+
+
+def _vos_meta() -> dict:
+    objects = {}
+    for video, frames in VOS_VIDEOS.items():
+        for frame, instances in frames.items():
+            for instance in instances:
+                entry = objects.setdefault(video, {}).setdefault(str(instance), {"category": f"thing{instance}", "frames": []})
+                entry["frames"].append(frame)
+    return {"videos": {video: {"objects": found} for video, found in objects.items()}}
+
+
+@pytest.mark.parametrize("with_meta", [False, True])
+def test_video_segmentation_pairs_every_two_frames_sharing_an_instance(tmp_path, with_meta):
+    root = _write_vos(tmp_path, _vos_meta() if with_meta else None)
+    source = open_source({"kind": "video_segmentation", "root": str(root)})
+    # Instance 1: 3 frames → 6 ordered pairs; instance 2: frames 0 and 10 → 2; instance 3: 2 frames → 2.
+    assert len(source) == 10
+    seen = set()
+    for index in range(len(source)):
+        pair = source[index]
+        video, frames = pair.extras["video"], pair.extras["frames"]
+        seen.add((video, pair.object_id, frames))
+        assert pair.source.instance_ids == pair.target.instance_ids == ((1, 2) if video == "v1" else (3,))
+        assert pair.extras.get("category") == (f"thing{pair.object_id}" if with_meta else None)
+        for frame_name, frame in zip(frames, (pair.source, pair.target)):
+            image, ids = _vos_frame(frame_name, VOS_VIDEOS[video][frame_name])
+            assert torch.equal(frame.masks, torch.stack([torch.from_numpy(ids == i) for i in frame.instance_ids]))
+            assert float((frame.image - torch.from_numpy(image).permute(2, 0, 1) / 255).abs().mean()) < 0.02  # JPEG
+            assert frame.depth is None and frame.camera is None and frame.boxes3d is None
+        assert frame_name in pair.origin and str(root) in pair.origin
+    expected = {("v1", 1, (a, b)) for a in VOS_VIDEOS["v1"] for b in VOS_VIDEOS["v1"] if a != b}
+    expected |= {("v1", 2, ("00000", "00010")), ("v1", 2, ("00010", "00000")),
+                 ("v2", 3, ("00000", "00005")), ("v2", 3, ("00005", "00000"))}
+    assert seen == expected
+    assert torch.equal(source[3].target.image, source[3].target.image)
+    with pytest.raises(IndexError):
+        source[10]
+
+
+def _drop(path):
+    path.unlink()
+
+
+def _garbage(path):
+    path.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+
+
+def _rgb_mask(path):
+    Image.new("RGB", (VOS_W, VOS_H), (1, 0, 0)).save(path)
+
+
+def _small_mask(path):
+    _palette_png(np.ones((VOS_H // 2, VOS_W // 2), np.uint8), path)
+
+
+def _empty_masks(root):
+    for path in (root / "Annotations" / "v2").iterdir():
+        _palette_png(np.zeros((VOS_H, VOS_W), np.uint8), path)
+
+
+def _meta_with(root, change):
+    meta = _vos_meta()
+    change(meta["videos"])
+    (root / "meta.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("break_it, message, when", [
+    (lambda r: _drop(r / "Annotations/v1/00005.png"),
+     r"video 'v1' has 3 frames in \S+JPEGImages/v1 but 2 masks in \S+Annotations/v1.*frames without a mask: "
+     r"\S+JPEGImages/v1/00005.jpg \(expected \S+Annotations/v1/00005.png\)", "open"),
+    (lambda r: _palette_png(np.zeros((VOS_H, VOS_W), np.uint8), r / "Annotations/v2/00010.png"),
+     r"video 'v2' has 2 frames .* but 3 masks .*masks without a frame: \S+Annotations/v2/00010.png", "open"),
+    (lambda r: shutil.rmtree(r / "Annotations"), r"folder \S+Annotations does not exist", "open"),
+    (lambda r: shutil.rmtree(r / "Annotations/v2"), r"masks of video 'v2': folder \S+Annotations/v2 does not exist", "open"),
+    (_empty_masks, r"video 'v2' has no instances: every mask in \S+Annotations/v2 is empty", "open"),
+    (lambda r: _meta_with(r, lambda v: v["v1"]["objects"].update({"4": {"frames": []}})),
+     r"instance 4 of video 'v1' is empty everywhere: \S+meta.json lists no frame for it", "open"),
+    (lambda r: _meta_with(r, lambda v: v["v2"].update({"objects": {}})),
+     r"video 'v2' has no instances in \S+meta.json", "open"),
+    (lambda r: _meta_with(r, lambda v: v["v2"]["objects"]["3"]["frames"].append("00099")),
+     r"meta.json lists frames \['00099'\] for instance 3 of video 'v2', but \S+JPEGImages/v2 has no such frame", "open"),
+    (lambda r: _meta_with(r, lambda v: v["v1"]["objects"]["2"]["frames"].append("00005")),
+     r"instance 2 is empty in \S+Annotations/v1/00005.png, but \S+meta.json lists frame '00005' for it", "read"),
+    (lambda r: _garbage(r / "JPEGImages/v1/00000.jpg"),
+     r"cannot read image \S+JPEGImages/v1/00000.jpg .*expected a readable JPEG or PNG", "read"),
+    (lambda r: _rgb_mask(r / "Annotations/v2/00000.png"),
+     r"mask \S+Annotations/v2/00000.png is a RGB image; expected a palette \(P\) or greyscale \(L\) PNG", "open"),
+    (lambda r: _small_mask(r / "Annotations/v1/00010.png"),
+     r"\S+Annotations/v1/00010.png is 10x8 px but its image \S+JPEGImages/v1/00010.jpg is 20x16 px", "read"),
+])
+def test_video_segmentation_bad_layouts_name_the_files(tmp_path, break_it, message, when):
+    root = _write_vos(tmp_path)
+    break_it(root)
+    if when == "open":
+        with pytest.raises(ValueError, match=message):
+            open_source({"kind": "video_segmentation", "root": str(root)})
+        return
+    source = open_source({"kind": "video_segmentation", "root": str(root)})
+    with pytest.raises(ValueError, match=message):
+        for index in range(len(source)):
+            source[index]

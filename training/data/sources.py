@@ -11,9 +11,11 @@ from collections.abc import Callable, Sequence
 
 from .frames import PairedFrames
 from .rendered import RenderedPairs
+from .video_segmentation import VideoSegmentationPairs
 
 SOURCES: dict[str, Callable[..., Sequence[PairedFrames]]] = {
     "rendered": RenderedPairs,
+    "video_segmentation": VideoSegmentationPairs,
 }
 
 

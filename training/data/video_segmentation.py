@@ -1,0 +1,160 @@
+"""Video object segmentation datasets in YouTube-VOS's on-disk layout (DAVIS's train layout is the same):
+
+    ROOT/JPEGImages/<video>/<frame>.jpg
+    ROOT/Annotations/<video>/<frame>.png   palette (or greyscale) PNG: pixel value = instance id, 0 = background
+    ROOT/meta.json                          optional: {"videos": {<video>: {"objects": {"<id>": {"category": ...,
+                                            "frames": [<frame>, ...]}}}}} (YouTube-VOS's train meta)
+
+Every frame needs its mask (YouTube-VOS's train split: the annotated frames, every 5th). A pair is
+two different frames of one video in which the same instance is visible: source = the earlier or the
+later frame, target = the other (both orders are pairs). With meta.json the frames of each instance
+come from it (nothing is read at open); without, every mask is read once at open.
+The layout is checked when the source opens; image contents when a pair is read.
+"""
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .files import images_in, read_instance_map, read_json, read_rgb, require_folder, require_same_size
+from .frames import Frame, PairedFrames
+
+
+@dataclass(frozen=True)
+class InstanceTrack:
+    video: str
+    instance: int
+    frames: tuple[str, ...]  # frame names where the instance is visible, in order
+    category: str | None
+
+
+@dataclass(frozen=True)
+class Video:
+    name: str
+    images: dict[str, Path]  # frame name → JPEGImages file
+    masks: dict[str, Path]  # frame name → Annotations file
+    instances: tuple[int, ...]
+
+
+def _check_frames_match(root: Path, video: str, images: dict[str, Path], masks: dict[str, Path]) -> None:
+    without_mask = [images[name] for name in images if name not in masks]
+    without_image = [masks[name] for name in masks if name not in images]
+    if not images:
+        raise ValueError(f"video {video!r} has no frames: {root / 'JPEGImages' / video} holds no .jpg/.png files")
+    if without_mask or without_image:
+        problems = []
+        if without_mask:
+            problems.append("frames without a mask: " + ", ".join(
+                f"{p} (expected {root / 'Annotations' / video / (p.stem + '.png')})" for p in without_mask[:5]))
+        if without_image:
+            problems.append("masks without a frame: " + ", ".join(map(str, without_image[:5])))
+        raise ValueError(f"video {video!r} has {len(images)} frames in {root / 'JPEGImages' / video} but {len(masks)} "
+                         f"masks in {root / 'Annotations' / video}; every frame needs its mask of the same name. "
+                         + "; ".join(problems))
+
+
+def _tracks_from_meta(root: Path, video: str, images: dict[str, Path], meta: dict) -> list[InstanceTrack]:
+    meta_path = root / "meta.json"
+    entry = meta.get("videos", {}).get(video)
+    if entry is None:
+        raise ValueError(f"{meta_path} does not list video {video!r}; expected videos.{video}.objects")
+    objects = entry.get("objects", {})
+    if not objects:
+        raise ValueError(f"video {video!r} has no instances in {meta_path}; expected at least one object")
+    not_ids = [key for key in objects if not str(key).isdigit()]
+    if not_ids:
+        raise ValueError(f"{meta_path}: the object keys of video {video!r} must be instance ids (the mask values), "
+                         f"got {not_ids}")
+    tracks = []
+    for key, description in sorted(objects.items(), key=lambda item: int(item[0])):
+        frames = tuple(description.get("frames", ()))
+        if not frames:
+            raise ValueError(f"instance {key} of video {video!r} is empty everywhere: {meta_path} lists no "
+                             "frame for it")
+        unknown = [name for name in frames if name not in images]
+        if unknown:
+            raise ValueError(f"{meta_path} lists frames {unknown[:5]} for instance {key} of video {video!r}, but "
+                             f"{root / 'JPEGImages' / video} has no such frame")
+        tracks.append(InstanceTrack(video, int(key), frames, description.get("category")))
+    return tracks
+
+
+def _tracks_from_masks(root: Path, video: str, masks: dict[str, Path], min_pixels: int) -> list[InstanceTrack]:
+    seen: dict[int, list[str]] = {}
+    for name, path in masks.items():
+        ids, counts = torch.unique(read_instance_map(path), return_counts=True)
+        for instance, count in zip(ids.tolist(), counts.tolist()):
+            if instance != 0 and count >= min_pixels:
+                seen.setdefault(instance, []).append(name)
+    if not seen:
+        raise ValueError(f"video {video!r} has no instances: every mask in {root / 'Annotations' / video} is empty "
+                         f"(no instance id covers {min_pixels} px or more)")
+    return [InstanceTrack(video, instance, tuple(frames), None) for instance, frames in sorted(seen.items())]
+
+
+class VideoSegmentationPairs(Sequence):
+    """Pairs of frames of one video showing the same instance, from a YouTube-VOS-style folder."""
+
+    def __init__(self, root: str, videos: list[str] | None = None, min_pixels: int = 1):
+        self.root = Path(root)
+        require_folder(self.root, "video segmentation dataset")
+        for sub in ("JPEGImages", "Annotations"):
+            require_folder(self.root / sub, "video segmentation dataset (YouTube-VOS layout: JPEGImages/, Annotations/)")
+        if int(min_pixels) != min_pixels or min_pixels < 1:
+            raise ValueError(f"video segmentation source: min_pixels must be a whole number >= 1, got {min_pixels!r}")
+        names = sorted(p.name for p in (self.root / "JPEGImages").iterdir() if p.is_dir()) if videos is None else list(videos)
+        if not names:
+            raise ValueError(f"video segmentation dataset {self.root} has no videos: {self.root / 'JPEGImages'} is empty")
+        meta = read_json(self.root / "meta.json") if (self.root / "meta.json").exists() else None
+        self.videos: dict[str, Video] = {}
+        self.tracks: list[InstanceTrack] = []
+        for name in names:
+            require_folder(self.root / "JPEGImages" / name, f"video {name!r}")
+            require_folder(self.root / "Annotations" / name, f"masks of video {name!r}")
+            images, masks = images_in(self.root / "JPEGImages" / name), images_in(self.root / "Annotations" / name)
+            _check_frames_match(self.root, name, images, masks)
+            tracks = (_tracks_from_meta(self.root, name, images, meta) if meta is not None
+                      else _tracks_from_masks(self.root, name, masks, int(min_pixels)))
+            self.videos[name] = Video(name, images, masks, tuple(t.instance for t in tracks))
+            self.tracks.extend(t for t in tracks if len(t.frames) >= 2)
+        # Ordered pairs of distinct frames per track: track t owns indices offsets[t] .. offsets[t+1]-1.
+        self.offsets = [0]
+        for track in self.tracks:
+            self.offsets.append(self.offsets[-1] + len(track.frames) * (len(track.frames) - 1))
+        if self.offsets[-1] == 0:
+            raise ValueError(f"video segmentation dataset {self.root}: no instance is visible in two frames of one video, "
+                             "so there is no training pair")
+
+    def __len__(self) -> int:
+        return self.offsets[-1]
+
+    def __getitem__(self, index: int) -> PairedFrames:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"video segmentation source has {len(self)} pairs, index {index} is out of range")
+        index %= len(self)
+        t = bisect.bisect_right(self.offsets, index) - 1
+        track = self.tracks[t]
+        first, second = divmod(index - self.offsets[t], len(track.frames) - 1)
+        second += second >= first  # skip the pair of a frame with itself
+        video = self.videos[track.video]
+        source, target = (self._frame(video, track.frames[i], track.instance) for i in (first, second))
+        names = f"{video.images[track.frames[first]].name}, {video.images[track.frames[second]].name}"
+        extras = {"video": video.name, "frames": (track.frames[first], track.frames[second])}
+        if track.category is not None:
+            extras["category"] = track.category
+        return PairedFrames(source, target, track.instance,
+                            origin=f"{self.root / 'JPEGImages' / video.name} frames {names}", extras=extras)
+
+    def _frame(self, video: Video, name: str, instance: int) -> Frame:
+        image_path, mask_path = video.images[name], video.masks[name]
+        image, ids = read_rgb(image_path), read_instance_map(mask_path)
+        require_same_size(image, image_path, ids, mask_path)
+        masks = torch.stack([ids == i for i in video.instances])
+        if not bool(masks[video.instances.index(instance)].any()):
+            raise ValueError(f"instance {instance} is empty in {mask_path}, but {self.root / 'meta.json'} lists frame "
+                             f"{name!r} for it")
+        return Frame(image, masks, video.instances)
