@@ -294,3 +294,98 @@ def test_video_segmentation_bad_layouts_name_the_files(tmp_path, break_it, messa
     with pytest.raises(ValueError, match=message):
         for index in range(len(source)):
             source[index]
+
+
+# ---------------------------------------------------------------------------------------------
+# Multi-view objects
+
+MV_H, MV_W = 12, 16
+
+
+def _mv_view(index: int) -> tuple[np.ndarray, np.ndarray]:
+    """A view of the object: a square that moves with the view index, on a per-view background."""
+    rgb = np.full((MV_H, MV_W, 3), (30 + 40 * index, 90, 160), np.uint8)
+    mask = np.zeros((MV_H, MV_W), bool)
+    mask[3:9, 2 + 2 * index:8 + 2 * index] = True
+    rgb[mask] = (250, 200, 20)
+    return rgb, mask
+
+
+def _mv_camera(index: int) -> dict:
+    return {"K": A.intrinsics_from_focal(MV_H, MV_W, 20.0),
+            "world_to_camera": A.world_to_camera_look_at((3.0 * np.cos(index), 3.0 * np.sin(index), 1.0), (0, 0, 0))}
+
+
+def _write_multiview(root):
+    (root / "mug").mkdir(parents=True)
+    for i in range(3):  # RGBA views
+        rgb, mask = _mv_view(i)
+        Image.fromarray(np.dstack([rgb, mask.astype(np.uint8) * 255])).save(root / "mug" / f"view_{i:02d}.png")
+    (root / "shoe").mkdir()
+    for i in range(2):  # image + mask files, with cameras
+        rgb, mask = _mv_view(i)
+        Image.fromarray(rgb).save(root / "shoe" / f"view_{i:02d}.png")
+        Image.fromarray(mask.astype(np.uint8) * 255).save(root / "shoe" / f"view_{i:02d}_mask.png")
+    (root / "shoe" / "cameras.json").write_text(json.dumps({f"view_{i:02d}": _mv_camera(i) for i in range(2)}))
+    return root
+
+
+def test_multiview_pairs_two_views_of_one_object(tmp_path):
+    source = open_source({"kind": "multiview", "root": str(_write_multiview(tmp_path))})
+    assert len(source) == 3 * 2 + 2 * 1
+    seen = set()
+    for index in range(len(source)):
+        pair = source[index]
+        name, views = pair.extras["object"], pair.extras["views"]
+        seen.add((name, views))
+        assert pair.object_id == 1
+        for view, frame in zip(views, (pair.source, pair.target)):
+            rgb, mask = _mv_view(int(view[-2:]))
+            assert torch.equal(frame.image, torch.from_numpy(rgb).permute(2, 0, 1) / 255)
+            assert frame.instance_ids == (1,) and torch.equal(frame.masks[0], torch.from_numpy(mask))
+            if name == "shoe":
+                camera = _mv_camera(int(view[-2:]))
+                assert frame.camera == A.Camera(camera["K"], camera["world_to_camera"], (MV_H, MV_W))
+            else:
+                assert frame.camera is None
+    assert seen == {("mug", (f"view_0{a}", f"view_0{b}")) for a in range(3) for b in range(3) if a != b} | \
+        {("shoe", ("view_00", "view_01")), ("shoe", ("view_01", "view_00"))}
+
+
+def _write_json(path, value):
+    path.write_text(json.dumps(value))
+
+
+def _bad_rotation(root):
+    cameras = json.loads((root / "shoe/cameras.json").read_text())
+    cameras["view_01"]["world_to_camera"][0][0] = 2.0
+    _write_json(root / "shoe/cameras.json", cameras)
+
+
+@pytest.mark.parametrize("break_it, message, when", [
+    (lambda r: [(r / "mug" / f"view_0{i}.png").unlink() for i in (1, 2)], r"object \S+mug has 1 view\(s\)", "open"),
+    (lambda r: Image.new("RGB", (MV_W, MV_H)).save(r / "mug/view_03.png"),
+     r"views without a mask: \S+mug/view_03.png; give each an alpha channel or a <view>_mask.png", "open"),
+    (lambda r: Image.new("L", (MV_W, MV_H)).save(r / "shoe/view_07_mask.png"),
+     r"masks without a view: \S+shoe/view_07_mask.png", "open"),
+    (lambda r: _write_json(r / "shoe/cameras.json", {"view_00": _mv_camera(0)}),
+     r"\S+shoe/cameras.json must hold one camera per view .*views without a camera: \['view_01'\]", "open"),
+    (_bad_rotation, r"\S+shoe/cameras.json: camera 'view_01': camera world_to_camera's 3x3 part must be a rotation", "open"),
+    (lambda r: Image.new("L", (MV_W, MV_H)).save(r / "shoe/view_01_mask.png"),
+     r"the object's mask is empty in \S+shoe/view_01_mask.png", "read"),
+    (lambda r: Image.new("L", (MV_W // 2, MV_H)).save(r / "shoe/view_00_mask.png"),
+     r"\S+shoe/view_00_mask.png is 8x12 px but its image \S+shoe/view_00.png is 16x12 px", "read"),
+    (lambda r: (r / "mug/view_02.png").write_bytes(b"\x89PNG\r\n\x1a\n broken"),
+     r"cannot read image \S+mug/view_02.png", "open"),
+])
+def test_multiview_bad_layouts_name_the_files(tmp_path, break_it, message, when):
+    root = _write_multiview(tmp_path)
+    break_it(root)
+    if when == "open":
+        with pytest.raises(ValueError, match=message):
+            open_source({"kind": "multiview", "root": str(root)})
+        return
+    source = open_source({"kind": "multiview", "root": str(root)})
+    with pytest.raises(ValueError, match=message):
+        for index in range(len(source)):
+            source[index]

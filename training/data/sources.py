@@ -10,12 +10,14 @@ import inspect
 from collections.abc import Callable, Sequence
 
 from .frames import PairedFrames
+from .multiview import MultiviewPairs
 from .rendered import RenderedPairs
 from .video_segmentation import VideoSegmentationPairs
 
 SOURCES: dict[str, Callable[..., Sequence[PairedFrames]]] = {
     "rendered": RenderedPairs,
     "video_segmentation": VideoSegmentationPairs,
+    "multiview": MultiviewPairs,
 }
 
 
