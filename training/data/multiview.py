@@ -10,7 +10,6 @@ by name. The layout (views, masks, cameras) is checked when the source opens; pi
 """
 from __future__ import annotations
 
-import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from PIL import Image
 from ...ops.assets import Camera
 from .files import IMAGE_SUFFIXES, read_binary_mask, read_json, read_rgb, read_rgba, require_folder, require_same_size
 from .frames import Frame, PairedFrames
+from .pairs import OrderedPairs
 
 MASK_SUFFIX = "_mask"
 OBJECT_ID = 1
@@ -98,21 +98,14 @@ class MultiviewPairs(Sequence):
         for name in names:
             require_folder(self.root / name, f"multi-view object {name!r}")
         self.objects = [_object(self.root / name) for name in names]
-        self.offsets = [0]
-        for obj in self.objects:
-            self.offsets.append(self.offsets[-1] + len(obj.views) * (len(obj.views) - 1))
+        self.pairs = OrderedPairs([len(obj.views) for obj in self.objects])
 
     def __len__(self) -> int:
-        return self.offsets[-1]
+        return len(self.pairs)
 
     def __getitem__(self, index: int) -> PairedFrames:
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"multi-view source has {len(self)} pairs, index {index} is out of range")
-        index %= len(self)
-        o = bisect.bisect_right(self.offsets, index) - 1
+        o, first, second = self.pairs.locate(index, "multi-view source")
         obj = self.objects[o]
-        first, second = divmod(index - self.offsets[o], len(obj.views) - 1)
-        second += second >= first  # skip the pair of a view with itself
         source, target = obj.views[first], obj.views[second]
         return PairedFrames(_frame(source), _frame(target), OBJECT_ID,
                             origin=f"{self.root / obj.name} views {source.image.name}, {target.image.name}",

@@ -13,7 +13,6 @@ The layout is checked when the source opens; image contents when a pair is read.
 """
 from __future__ import annotations
 
-import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ import torch
 
 from .files import images_in, read_instance_map, read_json, read_rgb, require_folder, require_same_size
 from .frames import Frame, PairedFrames
+from .pairs import OrderedPairs
 
 
 @dataclass(frozen=True)
@@ -120,26 +120,18 @@ class VideoSegmentationPairs(Sequence):
             tracks = (_tracks_from_meta(self.root, name, images, meta) if meta is not None
                       else _tracks_from_masks(self.root, name, masks, int(min_pixels)))
             self.videos[name] = Video(name, images, masks, tuple(t.instance for t in tracks))
-            self.tracks.extend(t for t in tracks if len(t.frames) >= 2)
-        # Ordered pairs of distinct frames per track: track t owns indices offsets[t] .. offsets[t+1]-1.
-        self.offsets = [0]
-        for track in self.tracks:
-            self.offsets.append(self.offsets[-1] + len(track.frames) * (len(track.frames) - 1))
-        if self.offsets[-1] == 0:
+            self.tracks.extend(tracks)
+        self.pairs = OrderedPairs([len(track.frames) for track in self.tracks])
+        if not len(self.pairs):
             raise ValueError(f"video segmentation dataset {self.root}: no instance is visible in two frames of one video, "
                              "so there is no training pair")
 
     def __len__(self) -> int:
-        return self.offsets[-1]
+        return len(self.pairs)
 
     def __getitem__(self, index: int) -> PairedFrames:
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"video segmentation source has {len(self)} pairs, index {index} is out of range")
-        index %= len(self)
-        t = bisect.bisect_right(self.offsets, index) - 1
+        t, first, second = self.pairs.locate(index, "video segmentation source")
         track = self.tracks[t]
-        first, second = divmod(index - self.offsets[t], len(track.frames) - 1)
-        second += second >= first  # skip the pair of a frame with itself
         video = self.videos[track.video]
         source, target = (self._frame(video, track.frames[i], track.instance) for i in (first, second))
         names = f"{video.images[track.frames[first]].name}, {video.images[track.frames[second]].name}"
