@@ -395,6 +395,38 @@ def quaternion_from_rotation(rotation) -> torch.Tensor:
     return -q if float(q[0]) < 0 else q
 
 
+def rotation_from_quaternion(quaternion) -> torch.Tensor:
+    """3x3 rotation of a (w, x, y, z) Hamilton quaternion (normalised first), the inverse of
+    quaternion_from_rotation; Kubric's camera and object quaternions."""
+    q = _tensor(quaternion)
+    norm = float(q.norm())
+    if not math.isfinite(norm) or norm < 1e-9:
+        raise ValueError(f"quaternion (w, x, y, z) must be finite and non-zero, got {q.tolist()}")
+    w, x, y, z = (q / norm).tolist()
+    return _tensor([[1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+                    [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+                    [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]])
+
+
+def box_from_corners(corners) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(centre [3], size [3], rotation [3, 3]) of a box from its 8 world corners in Kubric's bbox_3d order,
+    the inverse of box_corners: centre = mean of the corners, local axes along p4 − p0, p2 − p0, p1 − p0
+    (as the reference's MOVi3DBboxToVec), the rotation made exactly orthonormal (nearest rotation, SVD)."""
+    p = _tensor(corners)
+    if p.shape != (8, 3) or not bool(torch.isfinite(p).all()):
+        raise ValueError(f"box corners must be 8 finite (x, y, z) points, got shape {tuple(p.shape)}")
+    axes = torch.stack([p[j] - p[0] for j in (4, 2, 1)], dim=1)
+    size = axes.norm(dim=0)
+    if float(size.min()) <= 0:
+        raise ValueError(f"box corners span no volume (extents {size.tolist()}); expected a box with size > 0")
+    u, _, vh = torch.linalg.svd(axes / size)
+    rotation = u @ vh
+    if float(torch.linalg.det(rotation)) <= 0:
+        raise ValueError("box corners are mirrored (p4 − p0, p2 − p0, p1 − p0 form a left-handed frame); "
+                         "expected Kubric's bbox_3d corner order")
+    return p.mean(0), size, rotation
+
+
 def quaternion_multiply(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Hamilton product a ⊗ b of (w, x, y, z) quaternions."""
     aw, ax, ay, az = a.unbind(-1)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 
 import numpy as np
@@ -10,7 +11,9 @@ import torch
 from PIL import Image
 
 from diorama.ops import assets as A
+from diorama.training.data.box_video import convert_movi
 from diorama.training.data.sources import open_source
+from neural_assets_scenes import load_scene, scene_camera, scene_objects
 
 SIZE = 48
 
@@ -37,10 +40,12 @@ def _world_points(frame, mask: torch.Tensor) -> torch.Tensor:
 
 def test_rendered_pairs_are_deterministic_by_seed_and_index(rendered):
     again = open_source({"kind": "rendered", "count": 12, "size": SIZE, "seed": 3})
+    threads = torch.get_num_threads()
     for index in (7, 0):  # out of order: a pair does not depend on which were drawn before
         assert all(torch.equal(a, b) for a, b in zip(_frame_tensors(again[index]), _frame_tensors(rendered[index])))
         assert again[index].target.boxes3d == rendered[index].target.boxes3d
         assert again[index].target.camera == rendered[index].target.camera
+    assert torch.get_num_threads() == threads, "rendering on one thread must not change the caller's setting"
     other = open_source({"kind": "rendered", "count": 12, "size": SIZE, "seed": 4})[0]
     assert not torch.equal(other.target.image, rendered[0].target.image)
     assert len(again) == 12 and again[-1].origin == rendered[11].origin
@@ -389,3 +394,175 @@ def test_multiview_bad_layouts_name_the_files(tmp_path, break_it, message, when)
     with pytest.raises(ValueError, match=message):
         for index in range(len(source)):
             source[index]
+
+
+# ---------------------------------------------------------------------------------------------
+# 3D-box video and the Kubric/MOVi converter
+
+
+def _movi_scene(number: int) -> dict:
+    """A Neural Assets golden scene as MOVi's per-scene arrays (tfds keys, flattened as in an .npz)."""
+    scene = load_scene(number)
+    return {"video": np.round(scene["in_image"] * 255).astype(np.uint8),
+            "segmentations": scene["in_segmentation"][..., None].astype(np.uint8),
+            "camera/focal_length": scene["in_focal_length_mm"], "camera/sensor_width": scene["in_sensor_width_mm"],
+            "camera/positions": scene["in_cam_position"], "camera/quaternions": scene["in_cam_quat_blender"],
+            "instances/bboxes_3d": scene["in_obj_corners_world"].transpose(1, 0, 2, 3)}
+
+
+def test_movi_converter_round_trips_scene1_boxes_and_cameras(tmp_path):
+    scene = load_scene(1)
+    folder = convert_movi(_movi_scene(1), tmp_path, "scene1")
+    assert folder == tmp_path / "scene1"
+    source = open_source({"kind": "box_video", "root": str(tmp_path)})
+    assert len(source) == 2  # one object, visible in both frames: both orders
+    pair = source[0]
+    assert pair.extras["frames"] == ("00000", "00001") and pair.extras["masks"] == "instance masks"
+    for t, frame in enumerate((pair.source, pair.target)):
+        # ops.assets' own reading of the same scene (tests/neural_assets_scenes.py).
+        expected_camera = scene_camera(scene, t)
+        assert frame.camera.intrinsics == expected_camera.intrinsics and frame.camera.image_hw == (256, 256)
+        torch.testing.assert_close(torch.tensor(frame.camera.world_to_camera),
+                                   torch.tensor(expected_camera.world_to_camera), atol=1e-9, rtol=0)
+        for got, want in zip(frame.boxes3d, scene_objects(scene, t)):
+            for field in ("centre", "size", "rotation"):
+                torch.testing.assert_close(torch.tensor(getattr(got, field)), torch.tensor(getattr(want, field)),
+                                           atol=1e-9, rtol=0)
+        # The reference's 2D boxes and 12-number pose rows (golden outputs of its own code).
+        n = len(frame.boxes3d)
+        torch.testing.assert_close(torch.tensor([a.source_box for a in frame.boxes3d], dtype=torch.float32),
+                                   torch.from_numpy(scene["out_bboxes2d"][t, :n]))
+        pose = scene["out_pose12_src_objects" if t == 0 else "out_pose12_tgt_objects"][:n]
+        torch.testing.assert_close(A.object_corner_rows(frame.boxes3d, frame.camera).float(), torch.from_numpy(pose),
+                                   atol=1e-5, rtol=1e-5)
+        assert torch.equal(frame.image, torch.from_numpy(scene["in_image"][t]).permute(2, 0, 1))
+        assert torch.equal(frame.masks, torch.from_numpy(scene["in_segmentation"][t] == 1)[None])
+        assert frame.depth is None
+
+
+def test_movi_converter_turns_distance_into_z_depth(tmp_path):
+    movi = _movi_scene(2)
+    k = load_scene(2)["in_k_pix"]
+    # A wall 5 m in front of the camera: Kubric stores the distance to the camera centre, which grows
+    # towards the corners as |K⁻¹(u, v, 1)|; the layout stores z = 5 everywhere.
+    v, u = np.meshgrid(np.arange(256) + 0.5, np.arange(256) + 0.5, indexing="ij")
+    ray = np.sqrt(((u - k[0, 2]) / k[0, 0]) ** 2 + ((v - k[1, 2]) / k[1, 1]) ** 2 + 1)
+    movi["depth"] = np.stack([5.0 * ray, 7.0 * ray])[..., None].astype(np.float32)
+    convert_movi(movi, tmp_path, "floats")
+    encoded = dict(movi, **{"depth": np.round((movi["depth"] - 4.0) / 6.0 * 65535).astype(np.uint16),
+                            "metadata/depth_range": np.array([4.0, 10.0])})
+    convert_movi(encoded, tmp_path, "uint16")
+    source = open_source({"kind": "box_video", "root": str(tmp_path), "videos": ["floats", "uint16"]})
+    for index, tolerance in ((0, 1e-5), (len(source) // 2, 1e-3)):
+        pair = source[index]
+        assert pair.extras["frames"][0] == "00000"
+        torch.testing.assert_close(pair.source.depth, torch.full((256, 256), 5.0), atol=tolerance, rtol=0)
+        torch.testing.assert_close(pair.target.depth, torch.full((256, 256), 7.0), atol=tolerance, rtol=0)
+
+
+def _box_video(root, with_masks: bool):
+    """Two frames of a 1 m cube and a sphere-ish second box seen by a camera moving sideways."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "v" / "frames").mkdir(parents=True)
+    frames = {}
+    for t in range(2):
+        name = f"{t:05d}"
+        Image.new("RGB", (40, 30), (100, 100, 100)).save(root / "v" / "frames" / f"{name}.png")
+        frames[name] = {"camera": {"K": A.intrinsics_from_focal(30, 40, 30.0),
+                                   "world_to_camera": A.world_to_camera_look_at((0.5 * t, -6.0, 1.5), (0, 0, 0.5))},
+                        "objects": [{"instance": 2, "centre": [1.0, 0.5, 0.4], "size": [0.8, 0.8, 0.8],
+                                     "rotation": np.eye(3).tolist()},
+                                    {"instance": 1, "centre": [0.0, 0.0, 0.5], "size": [1.0, 1.0, 1.0],
+                                     "rotation": A.rotation_from_ypr(0.3 * t, 0, 0).tolist()}]}
+        if with_masks:
+            (root / "v" / "masks").mkdir(exist_ok=True)
+            ids = np.zeros((30, 40), np.uint8)
+            ids[5:15, 5:15] = 1
+            if t == 0:
+                ids[20:25, 20:30] = 2
+            Image.fromarray(ids, mode="L").save(root / "v" / "masks" / f"{name}.png")
+    (root / "v" / "boxes.json").write_text(json.dumps({"frames": frames}))
+    return root
+
+
+def test_box_video_without_masks_uses_projected_boxes(tmp_path):
+    source = open_source({"kind": "box_video", "root": str(_box_video(tmp_path, with_masks=False))})
+    assert len(source) == 4  # two instances, every frame: 2 orders each
+    pair = source[0]
+    assert pair.object_id == 1 and pair.extras["masks"] == "projected boxes"
+    assert pair.target.instance_ids == (1, 2)  # sorted by id, boxes in the same order
+    assert pair.target.boxes3d[0].size == (1.0, 1.0, 1.0)
+    frame = pair.target
+    for k, asset in enumerate(frame.boxes3d):
+        # Pinhole projection of the corners, written out here: the mask is the rectangle they span.
+        pose = torch.tensor(frame.camera.world_to_camera, dtype=torch.float64)
+        corners = A.box_corners(asset) @ pose[:3, :3].T + pose[:3, 3]
+        u = 30.0 * corners[:, 0] / corners[:, 2] + 20.0
+        v = 30.0 * corners[:, 1] / corners[:, 2] + 15.0
+        ys, xs = torch.nonzero(frame.masks[k], as_tuple=True)
+        assert abs(int(xs.min()) - float(u.min())) <= 0.5 and abs(int(xs.max()) + 1 - float(u.max())) <= 0.5
+        assert abs(int(ys.min()) - float(v.min())) <= 0.5 and abs(int(ys.max()) + 1 - float(v.max())) <= 0.5
+        assert asset.source_box == pytest.approx((int(ys.min()) / 30, int(xs.min()) / 40,
+                                                  (int(ys.max()) + 1) / 30, (int(xs.max()) + 1) / 40))
+
+
+def test_box_video_with_masks_pairs_only_frames_showing_the_instance(tmp_path):
+    source = open_source({"kind": "box_video", "root": str(_box_video(tmp_path, with_masks=True))})
+    assert len(source) == 2 and {source[i].object_id for i in range(2)} == {1}  # instance 2 is visible once
+    frame = source[1].source
+    assert frame.boxes3d[0].source_box == (5 / 30, 5 / 40, 15 / 30, 15 / 40)
+    assert frame.boxes3d[1].source_box == (0.0, 0.0, 0.0, 0.0)  # instance 2 hidden in frame 1
+
+
+def _edit_boxes(root, change):
+    path = root / "v" / "boxes.json"
+    described = json.loads(path.read_text())
+    change(described["frames"])
+    path.write_text(json.dumps(described))
+
+
+@pytest.mark.parametrize("break_it, message, when", [
+    (lambda r: (r / "v/boxes.json").unlink(), r"3D-box video 'v' has no \S+v/boxes.json", "open"),
+    (lambda r: _edit_boxes(r, lambda f: f.pop("00001")),
+     r"\S+boxes.json must describe every frame of \S+v/frames; frames without boxes: \['\S+v/frames/00001.png'\]", "open"),
+    (lambda r: _edit_boxes(r, lambda f: f["00001"]["objects"].pop()),
+     r"\S+boxes.json: frame '00001' lists instances \[2\] but frame '00000' lists \[1, 2\]", "open"),
+    (lambda r: _edit_boxes(r, lambda f: f["00000"]["objects"][1].update(rotation=[[1, 0, 0], [0, 1, 0], [0, 0, 2]])),
+     r"\S+boxes.json: frame '00000', instance 1: rotation must be a rotation", "open"),
+    (lambda r: _edit_boxes(r, lambda f: f["00000"]["objects"][1].update(size=[1, 0, 1])),
+     r"\S+boxes.json: frame '00000', instance 1: size must be > 0", "open"),
+    (lambda r: _edit_boxes(r, lambda f: f["00001"].pop("camera")), r"frame '00001' needs 'camera'", "open"),
+    (lambda r: (r / "v/masks/00001.png").unlink(),
+     r"\S+v/masks must hold one mask per frame \(2 frames, 1 files\); frames without one: \['\S+v/masks/00001.png'\]", "open"),
+    (lambda r: [(r / "v/depth").mkdir(), [np.save(r / f"v/depth/0000{t}.npy", np.ones((3, 3), np.float32)) for t in (0, 1)]],
+     r"depth map \S+v/depth/0000[01].npy is float32 \(3, 3\); expected float \[30, 40\]", "read"),
+])
+def test_box_video_bad_layouts_name_the_files(tmp_path, break_it, message, when):
+    root = _box_video(tmp_path, with_masks=True)
+    break_it(root)
+    if when == "open":
+        with pytest.raises(ValueError, match=message):
+            open_source({"kind": "box_video", "root": str(root)})
+        return
+    source = open_source({"kind": "box_video", "root": str(root)})
+    with pytest.raises(ValueError, match=message):
+        source[0]
+
+
+def test_box_from_corners_and_quaternions_invert_ops_assets():
+    scene = load_scene(2)
+    for t in range(2):
+        # Kubric's camera quaternion → the reference's camera → world matrix (golden input of the scene file).
+        torch.testing.assert_close(A.rotation_from_quaternion(scene["in_cam_quat_blender"][t]),
+                                   torch.from_numpy(scene["in_cam2world_blender"][t, :3, :3]), atol=1e-12, rtol=0)
+        for i in range(scene["in_obj_size"].shape[0]):
+            centre, size, rotation = A.box_from_corners(scene["in_obj_corners_world"][t, i])
+            torch.testing.assert_close(centre, torch.from_numpy(scene["in_obj_center_world"][t, i]), atol=1e-12, rtol=0)
+            torch.testing.assert_close(size, torch.from_numpy(scene["in_obj_size"][i]), atol=1e-12, rtol=0)
+            torch.testing.assert_close(rotation, A.rotation_from_ypr(*scene["in_obj_ypr"][t, i]), atol=1e-12, rtol=0)
+    # A quarter turn about z, closed form.
+    half = math.sqrt(0.5)
+    torch.testing.assert_close(A.rotation_from_quaternion((half, 0, 0, half)),
+                               torch.tensor([[0.0, -1, 0], [1, 0, 0], [0, 0, 1]], dtype=torch.float64), atol=1e-12, rtol=0)
+    with pytest.raises(ValueError, match="mirrored"):
+        A.box_from_corners(scene["in_obj_corners_world"][0, 0] * np.array([1.0, 1.0, -1.0]))  # reflected in z = 0

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -138,6 +139,19 @@ def _visible_pixels(camera: A.Camera, primitives: list[Primitive], scene: Scene,
     return int((_render(camera, primitives, scene.light).instance == instance).sum())
 
 
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """A pair is thousands of tiny tensor ops on 64² images; spread over threads they cost more than they
+    gain (measured on a busy 2-core machine: 12 pairs at 48² took 1.0 s on one thread, 15 s on two).
+    The trainer reads pairs between steps on its own thread, so the setting is restored before training."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 class RenderedPairs(Sequence):
     """`count` random scenes at `size`² px; pair `index` is the same for the same (seed, index)."""
 
@@ -159,6 +173,10 @@ class RenderedPairs(Sequence):
         if not -self.count <= index < self.count:
             raise IndexError(f"rendered source has {self.count} pairs, index {index} is out of range")
         index %= self.count
+        with _one_thread():
+            return self._render_pair(index)
+
+    def _render_pair(self, index: int) -> PairedFrames:
         # A string seed: Python's random hashes it with SHA-512, so no two (seed, index) share a stream.
         rng = random.Random(f"diorama.render:{self.seed}:{index}")
         min_pixels = max(4, round(MIN_VISIBLE_PIXELS_FRACTION * self.size ** 2))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Sequence
 
+from .box_video import BoxVideoPairs
 from .frames import PairedFrames
 from .multiview import MultiviewPairs
 from .rendered import RenderedPairs
@@ -18,6 +19,7 @@ SOURCES: dict[str, Callable[..., Sequence[PairedFrames]]] = {
     "rendered": RenderedPairs,
     "video_segmentation": VideoSegmentationPairs,
     "multiview": MultiviewPairs,
+    "box_video": BoxVideoPairs,
 }
 
 
