@@ -135,6 +135,24 @@ def test_rendered_objects_are_sometimes_partly_occluded(rendered):
             assert visible > 0 and bool(others.any()), "what hides the object is another object"
 
 
+def test_rendered_names_say_shape_and_colour(rendered):
+    checked = 0
+    for pair in rendered:
+        names = pair.extras["names"]
+        assert sorted(names) == list(pair.target.instance_ids)
+        for k, instance in enumerate(pair.target.instance_ids):
+            colour, shape = names[instance].split()
+            asset = pair.target.boxes3d[k]
+            is_ball = len(set(asset.size)) == 1 and asset.rotation == ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
+            assert shape == ("ball" if is_ball else "box")
+            mask = pair.target.masks[k]
+            if colour in ("red", "green", "blue") and int(mask.sum()) >= 20:
+                # The lit colour's strongest channel is the one the name says.
+                assert int(pair.target.image[:, mask].mean(1).argmax()) == ("red", "green", "blue").index(colour)
+                checked += 1
+    assert checked >= 3
+
+
 def test_rendered_object_alone_source():
     pair = open_source({"kind": "rendered", "count": 2, "size": SIZE, "seed": 3, "source_mode": "object"})[1]
     assert pair.extras["source_mode"] == "object"
@@ -221,7 +239,7 @@ def test_video_segmentation_pairs_every_two_frames_sharing_an_instance(tmp_path,
         video, frames = pair.extras["video"], pair.extras["frames"]
         seen.add((video, pair.object_id, frames))
         assert pair.source.instance_ids == pair.target.instance_ids == ((1, 2) if video == "v1" else (3,))
-        assert pair.extras.get("category") == (f"thing{pair.object_id}" if with_meta else None)
+        assert pair.extras.get("names") == ({i: f"thing{i}" for i in pair.source.instance_ids} if with_meta else None)
         for frame_name, frame in zip(frames, (pair.source, pair.target)):
             image, ids = _vos_frame(frame_name, VOS_VIDEOS[video][frame_name])
             assert torch.equal(frame.masks, torch.stack([torch.from_numpy(ids == i) for i in frame.instance_ids]))
@@ -471,7 +489,7 @@ def _box_video(root, with_masks: bool):
         frames[name] = {"camera": {"K": A.intrinsics_from_focal(30, 40, 30.0),
                                    "world_to_camera": A.world_to_camera_look_at((0.5 * t, -6.0, 1.5), (0, 0, 0.5))},
                         "objects": [{"instance": 2, "centre": [1.0, 0.5, 0.4], "size": [0.8, 0.8, 0.8],
-                                     "rotation": np.eye(3).tolist()},
+                                     "rotation": np.eye(3).tolist(), "name": "green crate"},
                                     {"instance": 1, "centre": [0.0, 0.0, 0.5], "size": [1.0, 1.0, 1.0],
                                      "rotation": A.rotation_from_ypr(0.3 * t, 0, 0).tolist()}]}
         if with_masks:
@@ -490,6 +508,7 @@ def test_box_video_without_masks_uses_projected_boxes(tmp_path):
     assert len(source) == 4  # two instances, every frame: 2 orders each
     pair = source[0]
     assert pair.object_id == 1 and pair.extras["masks"] == "projected boxes"
+    assert pair.extras["names"] == {2: "green crate"}
     assert pair.target.instance_ids == (1, 2)  # sorted by id, boxes in the same order
     assert pair.target.boxes3d[0].size == (1.0, 1.0, 1.0)
     frame = pair.target
@@ -566,3 +585,12 @@ def test_box_from_corners_and_quaternions_invert_ops_assets():
                                torch.tensor([[0.0, -1, 0], [1, 0, 0], [0, 0, 1]], dtype=torch.float64), atol=1e-12, rtol=0)
     with pytest.raises(ValueError, match="mirrored"):
         A.box_from_corners(scene["in_obj_corners_world"][0, 0] * np.array([1.0, 1.0, -1.0]))  # reflected in z = 0
+
+
+def test_movi_converter_command_line(tmp_path):
+    from diorama.training.data.box_video import main
+    np.savez(tmp_path / "scene2.npz", **_movi_scene(2))
+    main([str(tmp_path / "scene2.npz"), "--out", str(tmp_path / "dataset")])
+    source = open_source({"kind": "box_video", "root": str(tmp_path / "dataset")})
+    assert {source[i].extras["video"] for i in range(len(source))} == {"scene2"}
+    assert {source[i].object_id for i in range(len(source))} == {1, 2}

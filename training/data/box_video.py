@@ -5,7 +5,8 @@ and a converter from Kubric/MOVi scenes.
     ROOT/<video>/boxes.json               {"frames": {"<frame>": {
                                               "camera": {"K": 3x3 pixels, "world_to_camera": 4x4 OpenCV},
                                               "objects": [{"instance": 1, "centre": [x, y, z], "size": [sx, sy, sz],
-                                                           "rotation": 3x3 object → world}, ...]}, ...}}
+                                                           "rotation": 3x3 object → world,
+                                                           "name": "red car" (optional)}, ...]}, ...}}
     ROOT/<video>/masks/<frame>.png        optional: instance ids (palette/greyscale PNG, 0 = background)
     ROOT/<video>/depth/<frame>.npy        optional: float32 [H, W] metric z-depth (OpenCV camera); 0, negative
                                           or non-finite = no surface
@@ -15,7 +16,8 @@ extent along the object's local x, y, z; every frame lists every object of the v
 of view still has its box). A pair is two different frames of one video (both orders) about one
 instance: with masks, one visible (>= min_pixels) in both frames; without, any listed instance, and
 the frames' masks are the rectangles of the projected 3D boxes (extras["masks"] = "projected boxes").
-Each frame's `boxes3d[k].source_box` is the 2D box of instance k's mask in that frame. Swapping
+Each frame's `boxes3d[k].source_box` is the 2D box of instance k's mask in that frame; `extras["names"]`
+holds the objects' optional names ({instance id: name}, from the first frame). Swapping
 source and target at random is the recipe's business, not the source's.
 """
 from __future__ import annotations
@@ -49,6 +51,13 @@ class BoxFrame:
     depth: Path | None
     camera: A.Camera
     objects: tuple[A.Asset, ...]  # source_box zero; filled from the mask when read
+
+
+@dataclass(frozen=True)
+class BoxVideo:
+    frames: tuple[BoxFrame, ...]
+    instances: tuple[int, ...]  # sorted ids; every frame's objects are in this order
+    names: dict[int, str]  # the objects' optional "name"s
 
 
 @dataclass(frozen=True)
@@ -104,7 +113,18 @@ def _frame_files(folder: Path, names: list[str], suffix: str, what: str) -> dict
     return found
 
 
-def _video(root: Path, name: str) -> tuple[list[BoxFrame], tuple[int, ...]]:
+def _names(path: Path, entries: list) -> dict[int, str]:
+    names = {}
+    for entry in entries:
+        if "name" in entry:
+            if not isinstance(entry["name"], str) or not entry["name"].strip():
+                raise ValueError(f"{path}: the name of instance {entry['instance']} must be a non-empty string, "
+                                 f"got {entry['name']!r}")
+            names[entry["instance"]] = entry["name"].strip()
+    return names
+
+
+def _video(root: Path, name: str) -> BoxVideo:
     folder = root / name
     require_folder(folder / "frames", f"3D-box video {name!r}")
     images = images_in(folder / "frames")
@@ -146,19 +166,19 @@ def _video(root: Path, name: str) -> tuple[list[BoxFrame], tuple[int, ...]]:
                                depths[frame_name] if depths else None, camera, objects))
     if not instances:
         raise ValueError(f"3D-box video {name!r} has no objects: {boxes_path} lists none")
-    return result, instances
+    return BoxVideo(tuple(result), instances, _names(boxes_path, frames[names[0]]["objects"]))
 
 
-def _tracks(video: str, frames: list[BoxFrame], instances: tuple[int, ...], min_pixels: int) -> list[BoxTrack]:
-    if frames[0].mask is None:
-        return [BoxTrack(video, i, tuple(range(len(frames)))) for i in instances]
-    visible: dict[int, list[int]] = {i: [] for i in instances}
-    for index, frame in enumerate(frames):
+def _tracks(name: str, video: BoxVideo, min_pixels: int) -> list[BoxTrack]:
+    if video.frames[0].mask is None:
+        return [BoxTrack(name, i, tuple(range(len(video.frames)))) for i in video.instances]
+    visible: dict[int, list[int]] = {i: [] for i in video.instances}
+    for index, frame in enumerate(video.frames):
         ids, counts = torch.unique(read_instance_map(frame.mask), return_counts=True)
         for instance, count in zip(ids.tolist(), counts.tolist()):
             if instance in visible and count >= min_pixels:
                 visible[instance].append(index)
-    return [BoxTrack(video, i, tuple(visible[i])) for i in instances]
+    return [BoxTrack(name, i, tuple(visible[i])) for i in video.instances]
 
 
 def _read_depth(path: Path, height: int, width: int) -> torch.Tensor:
@@ -209,12 +229,8 @@ class BoxVideoPairs(Sequence):
         names = sorted(p.name for p in self.root.iterdir() if p.is_dir()) if videos is None else list(videos)
         if not names:
             raise ValueError(f"3D-box video dataset {self.root} has no video folders; expected ROOT/<video>/frames/")
-        self.videos: dict[str, tuple[list[BoxFrame], tuple[int, ...]]] = {}
-        self.tracks: list[BoxTrack] = []
-        for name in names:
-            frames, instances = _video(self.root, name)
-            self.videos[name] = (frames, instances)
-            self.tracks.extend(_tracks(name, frames, instances, int(min_pixels)))
+        self.videos = {name: _video(self.root, name) for name in names}
+        self.tracks = [track for name, video in self.videos.items() for track in _tracks(name, video, int(min_pixels))]
         self.pairs = OrderedPairs([len(track.frames) for track in self.tracks])
         if not len(self.pairs):
             raise ValueError(f"3D-box video dataset {self.root}: no instance is visible in two frames of one video, "
@@ -226,12 +242,15 @@ class BoxVideoPairs(Sequence):
     def __getitem__(self, index: int) -> PairedFrames:
         t, first, second = self.pairs.locate(index, "3D-box video source")
         track = self.tracks[t]
-        frames, instances = self.videos[track.video]
-        source, target = frames[track.frames[first]], frames[track.frames[second]]
-        return PairedFrames(_frame(source, instances), _frame(target, instances), track.instance,
+        video = self.videos[track.video]
+        source, target = video.frames[track.frames[first]], video.frames[track.frames[second]]
+        extras = {"video": track.video, "frames": (source.name, target.name),
+                  "masks": "instance masks" if source.mask is not None else "projected boxes"}
+        if video.names:
+            extras["names"] = dict(video.names)
+        return PairedFrames(_frame(source, video.instances), _frame(target, video.instances), track.instance,
                             origin=f"{self.root / track.video} frames {source.image.name}, {target.image.name}",
-                            extras={"video": track.video, "frames": (source.name, target.name),
-                                    "masks": "instance masks" if source.mask is not None else "projected boxes"})
+                            extras=extras)
 
 
 def _frame(frame: BoxFrame, instances: tuple[int, ...]) -> Frame:

@@ -13,10 +13,12 @@ both frames (an object out of view has an empty mask and a zero source box). Eac
 
 `extras`: "target_visible_fraction" (visible pixels of the object in the target / its pixels when
 rendered alone from the target camera), "source_mode" ("scene", or "object": the source frame shows
-the object alone on the sky colour, seen from the source camera).
+the object alone on the sky colour, seen from the source camera), "names" ({instance id: "red box",
+"blue ball", …}: colour word of the object's hue + shape, for sentence-building recipes).
 """
 from __future__ import annotations
 
+import colorsys
 import math
 import random
 from collections.abc import Iterator, Sequence
@@ -35,6 +37,11 @@ MIN_SIZE = 16
 MIN_VISIBLE_PIXELS_FRACTION = 0.004  # the chosen object covers at least this share of each view
 GROUP_RADIUS = 1.4  # metres: objects stand within this distance of the scene centre, so they occlude
 CAMERA_TRIES = 64
+
+
+# Hue (degrees) upper bounds → colour word; pale colours are "grey".
+HUE_WORDS = ((15, "red"), (45, "orange"), (70, "yellow"), (165, "green"), (200, "cyan"), (260, "blue"),
+             (300, "purple"), (345, "pink"), (360, "red"))
 
 
 @dataclass(frozen=True)
@@ -75,6 +82,12 @@ def _object(rng: random.Random, instance: int, x: float, y: float) -> SceneObjec
     identity = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
     return SceneObject(Sphere(centre=centre, radius=radius, colour=_colour(rng), instance=instance),
                        centre, (2 * radius,) * 3, identity)
+
+
+def object_name(obj: SceneObject) -> str:
+    hue, saturation, _ = colorsys.rgb_to_hsv(*obj.primitive.colour)
+    colour = "grey" if saturation < 0.2 else next(word for bound, word in HUE_WORDS if hue * 360 < bound)
+    return f"{colour} {'box' if isinstance(obj.primitive, Box) else 'ball'}"
 
 
 def _footprint(obj: SceneObject) -> float:
@@ -204,4 +217,5 @@ class RenderedPairs(Sequence):
         visible = int(target.mask_of(object_id).sum())
         return PairedFrames(_frame(scene, source_camera, source_primitives if self.source_mode == "object" else primitives),
                             target, object_id, origin=f"render seed={self.seed} index={index}",
-                            extras={"target_visible_fraction": visible / alone, "source_mode": self.source_mode})
+                            extras={"target_visible_fraction": visible / alone, "source_mode": self.source_mode,
+                                    "names": {k + 1: object_name(o) for k, o in enumerate(scene.objects)}})

@@ -5,6 +5,8 @@
     ROOT/meta.json                          optional: {"videos": {<video>: {"objects": {"<id>": {"category": ...,
                                             "frames": [<frame>, ...]}}}}} (YouTube-VOS's train meta)
 
+`extras`: "video", "frames" (the two frame names) and, with meta.json, "names" ({instance id: category}).
+
 Every frame needs its mask (YouTube-VOS's train split: the annotated frames, every 5th). A pair is
 two different frames of one video in which the same instance is visible: source = the earlier or the
 later frame, target = the other (both orders are pairs). With meta.json the frames of each instance
@@ -38,6 +40,7 @@ class Video:
     images: dict[str, Path]  # frame name → JPEGImages file
     masks: dict[str, Path]  # frame name → Annotations file
     instances: tuple[int, ...]
+    names: dict[int, str]  # instance id → category (meta.json), for sentence-building recipes
 
 
 def _check_frames_match(root: Path, video: str, images: dict[str, Path], masks: dict[str, Path]) -> None:
@@ -119,7 +122,8 @@ class VideoSegmentationPairs(Sequence):
             _check_frames_match(self.root, name, images, masks)
             tracks = (_tracks_from_meta(self.root, name, images, meta) if meta is not None
                       else _tracks_from_masks(self.root, name, masks, int(min_pixels)))
-            self.videos[name] = Video(name, images, masks, tuple(t.instance for t in tracks))
+            self.videos[name] = Video(name, images, masks, tuple(t.instance for t in tracks),
+                                      {t.instance: t.category for t in tracks if t.category is not None})
             self.tracks.extend(tracks)
         self.pairs = OrderedPairs([len(track.frames) for track in self.tracks])
         if not len(self.pairs):
@@ -136,8 +140,8 @@ class VideoSegmentationPairs(Sequence):
         source, target = (self._frame(video, track.frames[i], track.instance) for i in (first, second))
         names = f"{video.images[track.frames[first]].name}, {video.images[track.frames[second]].name}"
         extras = {"video": video.name, "frames": (track.frames[first], track.frames[second])}
-        if track.category is not None:
-            extras["category"] = track.category
+        if video.names:
+            extras["names"] = dict(video.names)
         return PairedFrames(source, target, track.instance,
                             origin=f"{self.root / 'JPEGImages' / video.name} frames {names}", extras=extras)
 
