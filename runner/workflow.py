@@ -164,17 +164,40 @@ def _parse_value(text: str) -> Any:
         return text
 
 
+def split_target(target: str) -> tuple[str, str]:
+    """'NODE.INPUT' → (NODE, INPUT); NODE (an id or a title) may contain dots, INPUT may not."""
+    node_ref, dot, input_name = target.rpartition(".")
+    if not dot or not node_ref or not input_name:
+        raise ValueError(f"{target!r}: expected NODE.INPUT (NODE is a node id or title)")
+    return node_ref, input_name
+
+
+def set_input(prompt: dict, target: str, value: Any, schema_of: SchemaLookup | None = None) -> None:
+    """Set NODE.INPUT of an API prompt to a literal; with schema_of, INPUT must be one the node declares."""
+    node_ref, input_name = split_target(target)
+    matches = [i for i, n in prompt.items() if i == node_ref or n.get("_meta", {}).get("title") == node_ref]
+    if len(matches) != 1:
+        known = ", ".join(f"{i} ({n.get('_meta', {}).get('title', n['class_type'])})" for i, n in prompt.items())
+        problem = "matches no node" if not matches else f"matches several nodes {matches}"
+        raise ValueError(f"{target!r}: {node_ref!r} {problem}; nodes are: {known}")
+    node = prompt[matches[0]]
+    if schema_of is not None:
+        schema = schema_of(node["class_type"])
+        declared = [*schema.get("required", {}), *schema.get("optional", {})]
+        if input_name not in declared:
+            raise ValueError(f"{target!r}: node {matches[0]} ({node['class_type']}) has no input {input_name!r}; "
+                             f"its inputs are: {', '.join(declared)}")
+    node["inputs"][input_name] = value
+
+
 def apply_overrides(prompt: dict, assignments: list[str]) -> dict:
     """Apply NODE.INPUT=VALUE assignments; NODE is a node id or a node title, VALUE JSON or text."""
     for assignment in assignments:
         target, sep, raw = assignment.partition("=")
-        node_ref, dot, input_name = target.rpartition(".")
-        if not sep or not dot or not node_ref or not input_name:
+        if not sep:
             raise ValueError(f"--set {assignment!r}: expected NODE.INPUT=VALUE (NODE is a node id or title)")
-        matches = [i for i, n in prompt.items() if i == node_ref or n.get("_meta", {}).get("title") == node_ref]
-        if len(matches) != 1:
-            known = ", ".join(f"{i} ({n.get('_meta', {}).get('title', n['class_type'])})" for i, n in prompt.items())
-            problem = "matches no node" if not matches else f"matches several nodes {matches}"
-            raise ValueError(f"--set {assignment!r}: {node_ref!r} {problem}; nodes are: {known}")
-        prompt[matches[0]]["inputs"][input_name] = _parse_value(raw)
+        try:
+            set_input(prompt, target, _parse_value(raw))
+        except ValueError as error:
+            raise ValueError(f"--set {assignment!r}: {error}") from None
     return prompt
