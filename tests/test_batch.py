@@ -1,0 +1,233 @@
+"""Batch runs as a Ray Data job (python -m diorama.batch): one local Ray session (4 CPUs, no GPU) for the
+module, workers booting their own ComfyUI on a throw-away base folder, the depth-aware paste example with
+its background loaded from a file per row (so rows can name a missing file), and, for the fault tests, a
+test-only pass-through node after the paste that crashes, runs slowly or hangs (tests/batch_fault_nodes)."""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import ray
+from PIL import Image
+
+from diorama.batching.job import run_batch
+from diorama.batching.manifest import Row, read_manifest
+from diorama.ops import bundled_scene
+from diorama.runner.workflow import load_workflow, set_input, to_api_prompt
+
+REPO = Path(__file__).resolve().parents[1]
+SIZES = [(64 + 8 * (i % 5), 64 + 8 * (i // 5)) for i in range(20)]  # 20 distinct small scenes
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"  # Ray's telemetry would try the network
+    # The node address is given so Ray never probes a public address to find this machine's own.
+    ray.init(num_cpus=4, num_gpus=0, include_dashboard=False, _node_ip_address="127.0.0.1", logging_level="ERROR")
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def worker_base(tmp_path_factory) -> Path:
+    """The workers' ComfyUI base folder: Diorama and the test-only fault node in custom_nodes/."""
+    base = tmp_path_factory.mktemp("batch-base")
+    (base / "custom_nodes").mkdir()
+    (base / "custom_nodes" / "diorama").symlink_to(REPO)
+    (base / "custom_nodes" / "diorama_test_faults").symlink_to(REPO / "tests" / "batch_fault_nodes")
+    for folder in ("models", "input", "output", "temp", "user"):
+        (base / folder).mkdir()
+    return base
+
+
+@pytest.fixture(scope="module")
+def rooms(tmp_path_factory) -> dict[tuple[int, int], Path]:
+    """The bundled room rendered at every test size, as the PNG photos the rows name."""
+    folder = tmp_path_factory.mktemp("rooms")
+    paths = {}
+    for width, height in set(SIZES):
+        rgb = bundled_scene.render_background(width, height).rgb.numpy()
+        paths[(width, height)] = folder / f"room_{width}x{height}.png"
+        Image.fromarray(np.clip(rgb * 255, 0, 255).astype(np.uint8)).save(paths[(width, height)])
+    return paths
+
+
+@pytest.fixture(scope="module")
+def paste_prompt() -> dict:
+    """The example as an API prompt, its paste taking the background from a LoadImage titled 'Background photo'."""
+    prompt = to_api_prompt(load_workflow(REPO / "example_workflows" / "depth_aware_paste.json"))
+    prompt["20"] = {"class_type": "LoadImage", "inputs": {"image": "set by each row"}, "_meta": {"title": "Background photo"}}
+    prompt["3"]["inputs"]["background"] = ["20", 0]
+    return prompt
+
+
+@pytest.fixture(scope="module")
+def paste_workflow(paste_prompt, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("workflows") / "paste.json"
+    path.write_text(json.dumps(paste_prompt))
+    return path
+
+
+@pytest.fixture(scope="module")
+def fault_workflow(paste_prompt, tmp_path_factory) -> Path:
+    """The paste workflow with the test fault node between the paste and SaveImage."""
+    prompt = copy.deepcopy(paste_prompt)
+    prompt["30"] = {"class_type": "DioramaTestFault", "inputs": {"image": ["3", 0], "action": "none", "seconds": 0.0},
+                    "_meta": {"title": "Fault"}}
+    prompt["4"]["inputs"]["images"] = ["30", 0]
+    path = tmp_path_factory.mktemp("workflows") / "fault.json"
+    path.write_text(json.dumps(prompt))
+    return path
+
+
+def paste_row(row_id: str, size: tuple[int, int], rooms: dict, **extra) -> dict:
+    return {"id": row_id, "1.width": size[0], "1.height": size[1], "Background photo.image": str(rooms[size]), **extra}
+
+
+def write_manifest(path: Path, rows: list[dict], extra_lines: tuple[str, ...] = ()) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows) + "".join(line + "\n" for line in extra_lines))
+    return path
+
+
+def row_outputs(out: Path) -> dict[str, list[Path]]:
+    """Finished row folder name → the files in it."""
+    return {d.name: sorted(d.iterdir()) for d in out.iterdir() if d.is_dir() and not d.name.startswith(".")}
+
+
+def error_table(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()]
+
+
+def leftover_partial_files(out: Path) -> list[Path]:
+    return [p for p in (out / ".diorama-batch" / "partial").rglob("*") if p.is_file()]
+
+
+def run(workflow: Path, manifest: Path, out: Path, worker_base: Path, **options):
+    return run_batch(workflow, manifest, out, base_directory=str(worker_base), progress=False, **options)
+
+
+def test_twenty_rows_equal_the_single_machine_runner_and_bad_rows_land_in_the_error_table(
+        ray_session, worker_base, rooms, paste_prompt, paste_workflow, run_prompt, tmp_path):
+    import folder_paths
+
+    good = [paste_row(f"r{i:02d}", size, rooms, **{"3.feather_px": float(i % 4)}) for i, size in enumerate(SIZES)]
+    bad = [paste_row("missing-file", SIZES[0], rooms, **{"Background photo.image": str(tmp_path / "no_such_room.png")}),
+           paste_row("unknown-input", SIZES[0], rooms, **{"3.opacity": 0.5}),
+           paste_row("wrong-type", SIZES[0], rooms, **{"1.width": "wide"})]
+    manifest = write_manifest(tmp_path / "rows.jsonl", good + bad, ('{"id": "r00", "1.width": 64}', "not json"))
+    out = tmp_path / "out"
+
+    summary = run(paste_workflow, manifest, out, worker_base, workers=2)
+
+    assert (summary.done, summary.already_done, summary.failed, summary.quarantined) == (20, 0, 5, 0)
+    errors = {(e["id"], e["line"]): e for e in error_table(out)}
+    assert "Invalid image file" in errors[("missing-file", 21)]["error"] and errors[("missing-file", 21)]["node_id"] == "20"
+    assert "node 3 (DioramaDepthAwarePaste) has no input 'opacity'" in errors[("unknown-input", 22)]["error"]
+    assert "feather_px" in errors[("unknown-input", 22)]["error"], "the message lists the inputs there are"
+    assert "Failed to convert an input value to a INT value: width, wide" in errors[("wrong-type", 23)]["error"]
+    assert "already used on line 1" in errors[("r00", 24)]["error"]
+    assert "line 25 is not valid JSON" in errors[(None, 25)]["error"]
+
+    rows, _ = read_manifest(manifest)
+    outputs = row_outputs(out)
+    assert sorted(outputs) == sorted(row.key for row in rows[:20]), "exactly the good rows, under id-hash names"
+    assert not leftover_partial_files(out)
+    for row in rows[:20]:
+        (saved,) = outputs[row.key]
+        prompt = copy.deepcopy(paste_prompt)
+        for target, value in row.values.items():
+            set_input(prompt, target, value)
+        image = run_prompt(prompt).outputs["4"]["images"][0]
+        alone = Image.open(Path(folder_paths.get_output_directory()) / image["subfolder"] / image["filename"])
+        assert np.array_equal(np.asarray(Image.open(saved)), np.asarray(alone)), row.id
+
+
+def test_a_killed_worker_is_replaced_and_every_row_has_exactly_one_output(ray_session, worker_base, rooms,
+                                                                          fault_workflow, tmp_path):
+    rows = [paste_row(f"k{i}", SIZES[i], rooms, **{"Fault.action": "slow", "Fault.seconds": 0.4}) for i in range(10)]
+    manifest = write_manifest(tmp_path / "rows.jsonl", rows)
+    out = tmp_path / "out"
+    result = {}
+    driver = threading.Thread(target=lambda: result.update(summary=run(fault_workflow, manifest, out, worker_base, workers=2)))
+    driver.start()
+    workers = out / ".diorama-batch" / "workers"
+    deadline = time.monotonic() + 120
+    while not workers.is_dir() or len(row_outputs(out)) < 2 or len(list(workers.glob("*.json"))) < 2:
+        assert time.monotonic() < deadline and driver.is_alive(), "the job never got two workers running"
+        time.sleep(0.05)
+    victim = json.loads(sorted(workers.glob("*.json"))[0].read_text())["pid"]
+    os.kill(victim, signal.SIGKILL)
+    driver.join(timeout=180)
+
+    summary = result["summary"]
+    assert (summary.done, summary.failed, summary.quarantined) == (10, 0, 0)
+    assert len(list(workers.glob("*.json"))) >= 3, "Ray restarted the killed worker"
+    outputs = row_outputs(out)
+    assert sorted(outputs) == sorted(Row(r["id"], {k: v for k, v in r.items() if k != "id"}, 0).key for r in rows)
+    assert all(len(files) == 1 and files[0].suffix == ".png" for files in outputs.values())
+    assert not leftover_partial_files(out)
+    assert not list((out / ".diorama-batch" / "attempts").iterdir()), "every attempt that crashed was retried to the end"
+
+
+def test_an_interrupted_driver_resumes_with_only_the_missing_rows(ray_session, worker_base, rooms, fault_workflow,
+                                                                  tmp_path):
+    rows = [paste_row(f"i{i:02d}", SIZES[i], rooms, **{"Fault.action": "slow", "Fault.seconds": 0.3}) for i in range(12)]
+    manifest = write_manifest(tmp_path / "rows.jsonl", rows)
+    out = tmp_path / "out"
+    # A second driver on the module's Ray session, through the command line and its --address.
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "diorama.batch", str(fault_workflow), str(manifest), "--out", str(out), "--workers", "2",
+         "--address", ray_session, "--base-dir", str(worker_base), "--quiet"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, RAY_USAGE_STATS_ENABLED="0"))
+    deadline = time.monotonic() + 150
+    while not out.is_dir() or len(row_outputs(out)) < 3:
+        assert time.monotonic() < deadline and driver.poll() is None, driver.communicate()
+        time.sleep(0.05)
+    driver.send_signal(signal.SIGINT)
+    _, stderr = driver.communicate(timeout=60)
+    assert driver.returncode == 130 and "rerun the same command to resume" in stderr, stderr
+    before = {name: [f.stat().st_ino for f in files] for name, files in row_outputs(out).items()}
+    assert 3 <= len(before) < 12
+
+    summary = run(fault_workflow, manifest, out, worker_base, workers=2)
+
+    assert (summary.already_done, summary.done, summary.failed) == (len(before), 12 - len(before), 0)
+    after = row_outputs(out)
+    assert len(after) == 12 and all(len(files) == 1 for files in after.values())
+    assert all([f.stat().st_ino for f in after[name]] == inodes for name, inodes in before.items()), \
+        "rows finished before the interrupt are not written again"
+    assert not leftover_partial_files(out)
+
+
+def test_poison_rows_are_quarantined_and_a_slow_row_times_out(ray_session, worker_base, rooms, fault_workflow, tmp_path):
+    rows = [paste_row(f"ok{i}", SIZES[i], rooms) for i in range(4)]
+    rows += [paste_row("crashes", SIZES[4], rooms, **{"Fault.action": "crash"}),
+             paste_row("hangs", SIZES[5], rooms, **{"Fault.action": "hang", "Fault.seconds": 120.0}),
+             paste_row("slow", SIZES[6], rooms, **{"Fault.action": "slow", "Fault.seconds": 120.0})]
+    manifest = write_manifest(tmp_path / "rows.jsonl", rows)
+    out = tmp_path / "out"
+
+    summary = run(fault_workflow, manifest, out, worker_base, workers=2, max_attempts=2, row_timeout=4, hang_grace=2)
+
+    assert (summary.done, summary.failed, summary.quarantined) == (4, 1, 2)
+    errors = {e["id"]: e for e in summary.errors}
+    assert errors["crashes"]["status"] == errors["hangs"]["status"] == "quarantined"
+    assert "ended its worker 2 times" in errors["crashes"]["error"]
+    assert errors["slow"]["status"] == "failed" and "timed out after 4 s" in errors["slow"]["error"]
+    assert sorted(p.stem for p in (out / ".diorama-batch" / "quarantine").iterdir()) == \
+        sorted(Row(r["id"], {k: v for k, v in r.items() if k != "id"}, 0).key for r in rows[4:6])
+    assert len(row_outputs(out)) == 4 and not leftover_partial_files(out)
+
+    # The same manifest less the slow row (which would run again): nothing is pending, no worker starts.
+    rerun = run(fault_workflow, write_manifest(tmp_path / "rerun.jsonl", rows[:6]), out, worker_base, workers=2, max_attempts=2, row_timeout=4, hang_grace=2)
+    assert (rerun.already_done, rerun.quarantined) == (4, 2), "quarantined rows are not tried again"
+    assert {e["id"]: e["status"] for e in error_table(out)} == {"crashes": "quarantined", "hangs": "quarantined"}
