@@ -14,12 +14,13 @@ NEURAL_ASSETS_FOLDER = "neural_assets"  # Neural Assets adapters (safetensors)
 DINO_FOLDER = "dino"  # transformers DINO / DINOv2 folders for Neural Assets
 PERSON_ADAPTER_FOLDER = "person_adapters"  # person insertion adapters (safetensors)
 LLM_FOLDER = "LLM"  # transformers VLM folders; the name other packs (Florence-2, Qwen-VL nodes) share
+SMALL_MODEL_FOLDER = "diorama_small_models"  # Diorama's own small UNets (loaders.small_model)
 
 
 def register_model_folders() -> None:
     """Add the default folders after any the user configured, never replacing them."""
     for folder in (DEPTH_FOLDER, IDENTITY_ADAPTER_FOLDER, NEURAL_ASSETS_FOLDER, DINO_FOLDER, PERSON_ADAPTER_FOLDER,
-                   LLM_FOLDER):
+                   LLM_FOLDER, SMALL_MODEL_FOLDER):
         folder_paths.add_model_folder_path(folder, os.path.join(folder_paths.models_dir, folder))
 
 
