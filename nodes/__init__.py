@@ -13,6 +13,7 @@ from .person import NODES as PERSON_NODES
 from .placement import PlacementFromBox, PlacementFromMask
 from .save import SaveImageAtomic
 from .scene import BundledScene
+from .small_models import NODES as SMALL_MODEL_NODES
 from .vlm import VLMLoader
 
 NODES = [
@@ -45,4 +46,5 @@ NODES = [
     VLMLoader,
     LocatePlacement,
     SaveImageAtomic,
+    *SMALL_MODEL_NODES,
 ]
