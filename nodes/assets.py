@@ -13,6 +13,7 @@ from ..ops.asset_lifting import lift_boxes, lift_masks, lifting_camera, require_
 from ..ops.asset_preview import draw_assets
 from ..ops.checks import as_mask_batch, as_rgb_batch
 from .common import CATEGORY, AssetsSocket, DepthSocket, intermediate
+from .editor import scene_ui
 
 LENS_MODES = ("field of view (deg)", "focal length (px)")
 AXES = ("world", "camera")
@@ -252,7 +253,7 @@ class MoveAsset(io.ComfyNode):
 
     @classmethod
     def execute(cls, assets, index, dx, dy, dz, axes) -> io.NodeOutput:
-        return io.NodeOutput(geometry.move_object(assets, index, (dx, dy, dz), axes))
+        return io.NodeOutput(geometry.move_object(assets, index, (dx, dy, dz), axes), ui=scene_ui(assets))
 
 
 class RotateAsset(io.ComfyNode):
@@ -274,7 +275,8 @@ class RotateAsset(io.ComfyNode):
 
     @classmethod
     def execute(cls, assets, index, yaw, pitch, roll) -> io.NodeOutput:
-        return io.NodeOutput(geometry.rotate_object(assets, index, *(math.radians(a) for a in (yaw, pitch, roll))))
+        edited = geometry.rotate_object(assets, index, *(math.radians(a) for a in (yaw, pitch, roll)))
+        return io.NodeOutput(edited, ui=scene_ui(assets))
 
 
 class ScaleAsset(io.ComfyNode):

@@ -19,6 +19,7 @@ from ..ops.placement import Placement
 from ..ops.window import Window
 from .common import CATEGORY, DepthSocket, PlacementSocket, concat_batch, for_each_item, intermediate
 from .composite import WindowSocket
+from .editor import background_ui
 
 BIFROST_CATEGORY = f"{CATEGORY}/bifrost"
 HINT_METHODS = ("BIFRÖST", "AnyDoor")
@@ -81,7 +82,7 @@ class PlacementDepthRange(io.ComfyNode):
         placement = Placement((x, y, x + width, y + height), (depth_far + depth_near) / 2, "disparity", image_hw,
                               xywh=(x, y, width, height), relative_depth_range=(depth_far, depth_near))
         preview = draw_box(background, (col0, row0, col0 + cols, row0 + rows))
-        return io.NodeOutput(placement, intermediate(preview))
+        return io.NodeOutput(placement, intermediate(preview), ui=background_ui(background))
 
 
 class BifrostDepthFuse(io.ComfyNode):

@@ -9,6 +9,7 @@ from ..ops.depth_map import KINDS, DepthMap
 from ..ops.drawing import draw_box
 from ..ops.placement import Placement, ground_contact_depth, mask_bounding_box, normalised_box
 from .common import CATEGORY, DepthSocket, PlacementSocket, intermediate
+from .editor import background_ui
 
 DEPTH_SOURCES = ("value", "ground contact in background depth")
 
@@ -77,7 +78,7 @@ class PlacementFromBox(io.ComfyNode):
         box = normalised_box(x0, y0, x1, y1, height, width, unit)
         value, kind = placement_depth(depth_source, depth, depth_kind, background_depth, box)
         placement = Placement(box, value, kind, (height, width))
-        return io.NodeOutput(placement, preview(background, placement))
+        return io.NodeOutput(placement, preview(background, placement), ui=background_ui(background))
 
 
 class PlacementFromMask(io.ComfyNode):
