@@ -1,5 +1,8 @@
 """Diorama: 3D-aware, identity-preserving object compositing for ComfyUI."""
 
+# The placement editor (web/placement_editor.js); ComfyUI serves it as /extensions/diorama/.
+WEB_DIRECTORY = "./web"
+
 
 async def comfy_entrypoint():
     # Imported here so that `python -m diorama.run` can import the package before ComfyUI is booted.
