@@ -189,6 +189,40 @@ def _hit_sphere(s: Sphere, d: torch.Tensor):
 
 
 _HIT = {Plane: _hit_plane, Box: _hit_box, Sphere: _hit_sphere}
+SHADOW_OFFSET = 1e-4  # metres: shadow rays start this far off the surface, so it does not shadow itself
+SHADOW_EPSILON = 1e-6
+
+
+# Shadow rays: does a primitive block the way from each point of `origins` [N, 3] towards the light
+# (unit `direction` [3])? Origins lie on the light side of their own surface, outside every primitive.
+def _blocks_plane(p: Plane, origins: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
+    n = _unit(p.normal).to(origins.dtype)
+    denom = direction @ n
+    if abs(float(denom)) < 1e-9:
+        return torch.zeros(origins.shape[0], dtype=torch.bool)
+    t = ((torch.tensor(p.point, dtype=origins.dtype) - origins) @ n) / denom
+    return t > SHADOW_EPSILON
+
+
+def _blocks_box(bx: Box, origins: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
+    rot = _box_rotation(bx).to(origins.dtype)
+    local_origins = (origins - torch.tensor(bx.centre, dtype=origins.dtype)) @ rot
+    local_d = direction @ rot
+    safe = torch.where(local_d.abs() < 1e-12, torch.full_like(local_d, 1e-12), local_d)
+    half = torch.tensor(bx.size, dtype=origins.dtype) / 2
+    t1, t2 = (-half - local_origins) / safe, (half - local_origins) / safe
+    t_near, t_far = torch.minimum(t1, t2).amax(-1), torch.maximum(t1, t2).amin(-1)
+    return (t_near <= t_far) & (t_near > SHADOW_EPSILON)
+
+
+def _blocks_sphere(s: Sphere, origins: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
+    oc = origins - torch.tensor(s.centre, dtype=origins.dtype)
+    b = oc @ direction
+    disc = b * b - ((oc * oc).sum(-1) - s.radius ** 2)
+    return (disc >= 0) & (-b - disc.clamp_min(0).sqrt() > SHADOW_EPSILON)
+
+
+_BLOCKS = {Plane: _blocks_plane, Box: _blocks_box, Sphere: _blocks_sphere}
 
 
 @dataclass(frozen=True)
@@ -198,13 +232,18 @@ class Render:
     instance: torch.Tensor  # [H,W] int64, -1 where nothing was hit
 
 
-def render(camera: Camera, primitives: list[Primitive], light: tuple[float, float, float] = LIGHT) -> Render:
+def render(camera: Camera, primitives: list[Primitive], light: tuple[float, float, float] = LIGHT,
+           shadows: bool = False) -> Render:
     """`light`: direction towards a distant light in the camera frame (a light fixed in the world is
-    that direction turned by the world → camera rotation, so every view of a scene is lit alike)."""
+    that direction turned by the world → camera rotation, so every view of a scene is lit alike).
+    `shadows`: cast shadows, i.e. a surface point another primitive hides from the light gets only the
+    ambient term."""
     d = _rays(camera)
     depth = torch.full(d.shape[:2], NO_HIT, dtype=d.dtype)
     rgb = torch.zeros(*d.shape[:2], 3, dtype=d.dtype)
     instance = torch.full(d.shape[:2], -1, dtype=torch.int64)
+    surface_normal = torch.zeros_like(rgb)
+    surface_albedo = torch.zeros_like(rgb)
     light = torch.tensor(light, dtype=d.dtype)
     light = light / light.norm()
     for primitive in primitives:
@@ -214,4 +253,17 @@ def render(camera: Camera, primitives: list[Primitive], light: tuple[float, floa
         rgb = torch.where(closer[..., None], albedo * shade[..., None], rgb)
         depth = torch.where(closer, t, depth)
         instance = torch.where(closer, torch.full_like(instance, primitive.instance), instance)
+        if shadows:
+            surface_normal = torch.where(closer[..., None], normal, surface_normal)
+            surface_albedo = torch.where(closer[..., None], albedo, surface_albedo)
+    if shadows:
+        # Only lit surfaces can be shadowed; their normal faces the light, so the offset moves off it.
+        lit = torch.isfinite(depth) & ((surface_normal @ light) > 0)
+        origins = d[lit] * depth[lit][:, None] + SHADOW_OFFSET * surface_normal[lit]
+        blocked = torch.zeros(origins.shape[0], dtype=torch.bool)
+        for primitive in primitives:
+            blocked |= _BLOCKS[type(primitive)](primitive, origins, light)
+        shadowed = torch.zeros_like(lit)
+        shadowed[lit] = blocked
+        rgb = torch.where(shadowed[..., None], surface_albedo * AMBIENT, rgb)
     return Render(rgb.float().clamp(0, 1), depth.float(), instance)

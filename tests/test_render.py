@@ -106,3 +106,26 @@ def test_checker_and_light_stay_fixed_to_the_world_across_cameras():
     assert abs(dark / light_ - 0.75) < 1e-3, "the checker darkens every other square to 75 %"
     assert math.isclose(seen[0][0], seen[0][3]) and math.isclose(seen[0][1], seen[0][2])
     assert not math.isclose(seen[0][0], seen[0][1])
+
+
+def test_cast_shadows_under_a_vertical_light_are_the_footprints():
+    # Light straight above (towards the light = −y): a floating box's shadow on the ground is its
+    # footprint rectangle, a floating ball's is a disk of its radius under its centre.
+    cam = Camera(96, 72, 60.0, 60.0, 48.0, 36.0)
+    ground = Plane(point=(0, 1.5, 0), normal=(0, -1, 0), colour=(1, 1, 1), instance=0)
+    box = Box(centre=(0.4, 0.8, 4.0), size=(1.0, 0.4, 1.0), colour=(1, 0, 0), instance=1)
+    ball = Sphere(centre=(-1.2, 0.9, 4.0), radius=0.35, colour=(0, 0, 1), instance=2)
+    plain = render(cam, [ground, box, ball], light=(0.0, -1.0, 0.0))
+    out = render(cam, [ground, box, ball], light=(0.0, -1.0, 0.0), shadows=True)
+    assert torch.equal(out.depth, plain.depth) and torch.equal(out.instance, plain.instance)
+    rows, cols = torch.nonzero(out.instance == 0, as_tuple=True)
+    z = out.depth[rows, cols].double()
+    x = (cols + 0.5 - 48.0) / 60.0 * z
+    in_box = torch.maximum((x - 0.4).abs(), (z - 4.0).abs()) - 0.5
+    in_ball = torch.sqrt((x + 1.2) ** 2 + (z - 4.0) ** 2) - 0.35
+    inside, outside = (in_box < -0.03) | (in_ball < -0.03), (in_box > 0.03) & (in_ball > 0.03)
+    grey = out.rgb[rows, cols, 0]
+    assert int(inside.sum()) >= 20 and int(outside.sum()) >= 1000
+    torch.testing.assert_close(grey[inside], torch.full_like(grey[inside], 0.35))  # the ambient term only
+    torch.testing.assert_close(grey[outside], torch.ones_like(grey[outside]))  # fully lit
+    torch.testing.assert_close(out.rgb[out.instance > 0], plain.rgb[out.instance > 0])  # tops face the light

@@ -115,13 +115,20 @@ def test_rendered_box_corners_project_onto_the_silhouette(rendered):
     assert spanned >= 1
 
 
-def test_rendered_clean_plate_differs_only_under_the_object(rendered):
+def test_rendered_clean_plate_removes_the_object_and_its_shadow(rendered):
+    shadowed = 0
     for pair in rendered:
-        # The renderer casts no shadows, so removing the object changes only the pixels it covered.
         outside = ~pair.target.mask_of(pair.object_id)
-        assert torch.equal(pair.target.clean_plate[:, outside], pair.target.image[:, outside])
+        plate, image = pair.target.clean_plate[:, outside], pair.target.image[:, outside]
+        # Outside the object only its shadow goes: pixels get brighter or stay exactly as they were.
+        assert bool((plate >= image).all())
+        shadowed += int((plate > image).any(0).sum()) > 0
         inside = ~outside
         assert float((pair.target.clean_plate[:, inside] - pair.target.image[:, inside]).abs().amax(0).mean()) > 0.02
+    assert shadowed >= len(rendered) // 2, "most objects cast a visible shadow"
+    unshadowed = open_source({"kind": "rendered", "count": 1, "size": SIZE, "seed": 3, "shadows": False})[0]
+    outside = ~unshadowed.target.mask_of(unshadowed.object_id)
+    assert torch.equal(unshadowed.target.clean_plate[:, outside], unshadowed.target.image[:, outside])
 
 
 def test_rendered_objects_are_sometimes_partly_occluded(rendered):
@@ -169,6 +176,7 @@ def test_rendered_object_alone_source():
     ({"kind": "rendered", "count": 2, "size": 8}, "size must be a whole number of pixels >= 16"),
     ({"kind": "rendered", "count": 0}, "count must be a whole number >= 1"),
     ({"kind": "rendered", "count": 2, "source_mode": "alone"}, "source_mode must be one of scene, object"),
+    ({"kind": "rendered", "count": 2, "shadows": "yes"}, "shadows must be true or false"),
 ])
 def test_open_source_refuses_bad_specs(spec, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):

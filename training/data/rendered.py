@@ -2,7 +2,8 @@
 
 Each index is a random scene, deterministic by (seed, index): a ground plane (plain or checkered),
 3-5 boxes (any yaw, plain or striped) and spheres of random colours standing close together on it,
-a light fixed in the world, and two cameras looking at the group from different directions. One
+a light fixed in the world (objects cast shadows unless `shadows` is false; the clean plate loses
+the object's shadow with the object), and two cameras looking at the group from different directions. One
 object visible in both views is the pair's `object_id`; the others may hide part of it (how much is
 in `extras["target_visible_fraction"]`).
 
@@ -123,13 +124,14 @@ def random_camera(rng: random.Random, size: int, azimuth: float) -> A.Camera:
     return A.Camera(A.intrinsics_from_focal(size, size, focal), A.world_to_camera_look_at(position, target), (size, size))
 
 
-def _render(camera: A.Camera, primitives: list[Primitive], light_world: tuple[float, float, float]):
+def _render(camera: A.Camera, primitives: list[Primitive], light_world: tuple[float, float, float],
+            shadows: bool = False):
     (fx, _, cx), (_, fy, cy), _ = camera.intrinsics
     height, width = camera.image_hw
     rotation = torch.tensor(camera.world_to_camera, dtype=torch.float64)[:3, :3]
     light = tuple((rotation @ torch.tensor(light_world, dtype=torch.float64)).tolist())
     return render(RenderCamera(width, height, fx, fy, cx, cy), [in_camera(p, camera.world_to_camera) for p in primitives],
-                  light=light)
+                  light=light, shadows=shadows)
 
 
 def _image(shot, sky: tuple[float, float, float]) -> torch.Tensor:
@@ -137,8 +139,9 @@ def _image(shot, sky: tuple[float, float, float]) -> torch.Tensor:
     return rgb.permute(2, 0, 1).contiguous()
 
 
-def _frame(scene: Scene, camera: A.Camera, primitives: list[Primitive], clean_plate: torch.Tensor | None = None) -> Frame:
-    shot = _render(camera, primitives, scene.light)
+def _frame(scene: Scene, camera: A.Camera, primitives: list[Primitive], shadows: bool,
+           clean_plate: torch.Tensor | None = None) -> Frame:
+    shot = _render(camera, primitives, scene.light, shadows)
     count = len(scene.objects)
     ids = tuple(range(1, count + 1))
     boxes2d = A.boxes_from_segmentation(shot.instance.clamp_min(0), count, count).tolist()
@@ -168,7 +171,7 @@ def _one_thread() -> Iterator[None]:
 class RenderedPairs(Sequence):
     """`count` random scenes at `size`² px; pair `index` is the same for the same (seed, index)."""
 
-    def __init__(self, count: int, size: int = 64, seed: int = 0, source_mode: str = "scene"):
+    def __init__(self, count: int, size: int = 64, seed: int = 0, source_mode: str = "scene", shadows: bool = True):
         if int(count) != count or count < 1:
             raise ValueError(f"rendered source: count must be a whole number >= 1, got {count!r}")
         if int(size) != size or size < MIN_SIZE:
@@ -177,7 +180,10 @@ class RenderedPairs(Sequence):
             raise ValueError(f"rendered source: seed must be a whole number, got {seed!r}")
         if source_mode not in SOURCE_MODES:
             raise ValueError(f"rendered source: source_mode must be one of {', '.join(SOURCE_MODES)}, got {source_mode!r}")
+        if not isinstance(shadows, bool):
+            raise ValueError(f"rendered source: shadows must be true or false, got {shadows!r}")
         self.count, self.size, self.seed, self.source_mode = int(count), int(size), int(seed), source_mode
+        self.shadows = shadows
 
     def __len__(self) -> int:
         return self.count
@@ -211,11 +217,11 @@ class RenderedPairs(Sequence):
               object_id: int, source_camera: A.Camera, target_camera: A.Camera) -> PairedFrames:
         chosen = scene.objects[object_id - 1].primitive
         without = [p for p in primitives if p is not chosen]
-        plate = _image(_render(target_camera, without, scene.light), scene.sky)
-        target = _frame(scene, target_camera, primitives, clean_plate=plate)
+        plate = _image(_render(target_camera, without, scene.light, self.shadows), scene.sky)
+        target = _frame(scene, target_camera, primitives, self.shadows, clean_plate=plate)
         alone = _visible_pixels(target_camera, [chosen], scene, object_id)
         visible = int(target.mask_of(object_id).sum())
-        return PairedFrames(_frame(scene, source_camera, source_primitives if self.source_mode == "object" else primitives),
+        return PairedFrames(_frame(scene, source_camera, source_primitives, self.shadows),
                             target, object_id, origin=f"render seed={self.seed} index={index}",
                             extras={"target_visible_fraction": visible / alone, "source_mode": self.source_mode,
                                     "names": {k + 1: object_name(o) for k, o in enumerate(scene.objects)}})
