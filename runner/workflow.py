@@ -17,6 +17,10 @@ MODE_BYPASSED = 4
 FRONTEND_ONLY = {"Reroute", "PrimitiveNode", "Note", "MarkdownNote"}
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 UPLOAD_OPTIONS = ("image_upload", "video_upload", "audio_upload", "animated_image_upload")
+# Widgets the frontend's own extensions add beside a node's schema, left out of the saved workflow but sent
+# in the queued prompt by graphToPrompt (PreviewAny's read-only text box, empty until the node has run).
+# The executor ignores inputs a node does not declare; they are copied so the prompts are the same.
+FRONTEND_EXTENSION_WIDGETS = {"PreviewAny": {"preview": ""}}
 
 SchemaLookup = Callable[[str], dict]
 
@@ -132,7 +136,7 @@ def ui_to_api(data: dict, schema_of: SchemaLookup = comfy_input_schema) -> dict:
         if node["type"] in FRONTEND_ONLY or node.get("mode", 0) in (MODE_MUTED, MODE_BYPASSED):
             continue
         schema = schema_of(node["type"])
-        inputs: dict[str, Any] = _widget_values(node, schema)
+        inputs: dict[str, Any] = {**FRONTEND_EXTENSION_WIDGETS.get(node["type"], {}), **_widget_values(node, schema)}
         declared = {**schema.get("required", {}), **schema.get("optional", {})}
         for node_input in node.get("inputs", []):
             name = node_input["name"]

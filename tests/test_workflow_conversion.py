@@ -115,3 +115,15 @@ def test_overrides_by_id_and_title_with_json_values():
         apply_overrides(prompt, ["9.x=1"])
     with pytest.raises(ValueError, match="expected NODE.INPUT=VALUE"):
         apply_overrides(prompt, ["novalue"])
+
+
+def test_preview_any_carries_the_frontends_preview_widget_and_still_runs(run_prompt):
+    """The frontend's PreviewAny extension sends its read-only `preview` text box in the prompt (measured
+    with app.graphToPrompt in tests/browser/); the runner sends it too, and the executor ignores it."""
+    ui = {"nodes": [
+        {"id": 1, "type": "PrimitiveNode", "outputs": [{"name": "INT", "type": "INT", "links": [1]}], "widgets_values": [7]},
+        {"id": 2, "type": "PreviewAny", "inputs": [{"name": "source", "type": "*", "link": 1}], "widgets_values": []},
+    ], "links": [[1, 1, 0, 2, 0, "INT"]]}
+    prompt = ui_to_api(ui)
+    assert strip_meta(prompt) == {"2": {"class_type": "PreviewAny", "inputs": {"preview": "", "source": 7}}}
+    assert run_prompt(prompt).outputs["2"]["text"] == ["7"]
