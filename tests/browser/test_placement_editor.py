@@ -236,7 +236,7 @@ def test_box_drag_resize_and_wheel_round_trip(page, frontend_server, editor_imag
     depth = widget_round(widget_round(3.0 * DEPTH_FACTOR, 2) * DEPTH_FACTOR, 2)
     assert widgets(page, 2)["depth"] == pytest.approx(depth, abs=1e-9)
     wheel(page, to_screen(v, 0.5, 0.5), -1)
-    depth = widget_round(depth / DEPTH_FACTOR, 2)
+    depth = widget_round(depth * DEPTH_FACTOR ** -1, 2)
     assert widgets(page, 2)["depth"] == pytest.approx(depth, abs=1e-9)
     assert view(page, 2)["scale"] == v["scale"]  # the wheel did not zoom the canvas
 
@@ -378,7 +378,7 @@ def image_fractions(point, camera: geometry.Camera) -> tuple[float, float]:
     return float(uvd[0]), float(uvd[1])
 
 
-def test_neural_assets_move_and_rotate_handles(page, frontend_server, base_dir):
+def test_neural_assets_move_and_rotate_handles(page, frontend_server):
     # Bundled scene → Assets From JSON → Rotate Asset (object 0, yaw 30) → Move Asset (object 1, dx −1.2)
     # → Preview Assets → Preview Image, as in the example workflow.
     workflow = example_subgraph("neural_assets_edit", {1, 2, 3, 4, 5, 15})
@@ -390,8 +390,7 @@ def test_neural_assets_move_and_rotate_handles(page, frontend_server, base_dir):
     workflow["links"].append([100, 1, 0, 16, 0, "IMAGE"])
     load_workflow(page, workflow)
     fit_view(page)
-    message = page.evaluate("() => app.graph.getNodeById(4).dioramaEditor.layout")
-    assert message is None  # nothing to edit before the node has run once
+    assert page.evaluate("() => app.graph.getNodeById(4).dioramaEditor.layout") is None  # nothing before a run
     entry = run_from_page(page, frontend_server)
     assert entry["status"]["status_str"] == "success", entry["status"]
     page.wait_for_function("() => [3, 4].every((id) => app.graph.getNodeById(id).dioramaEditor.layout)")
@@ -411,6 +410,21 @@ def test_neural_assets_move_and_rotate_handles(page, frontend_server, base_dir):
     assert got["dx"] == pytest.approx(widget_round(-1.2 + offset[0], 2), abs=1e-9)
     assert got["dy"] == pytest.approx(widget_round(offset[1], 2), abs=1e-9)
     assert got["dz"] == 0 and abs(offset[0]) > 0.1 and abs(offset[1]) > 0.1
+
+    # The same drag with axes = camera writes the ground-plane offset in the camera's axes (R·Δ).
+    for name, value in (("axes", "camera"), ("dx", 0.0), ("dy", 0.0), ("dz", 0.0)):
+        set_widget(page, 4, name, value)
+    centre = np.array(scene.objects[1].centre)  # no offset: the object is where the scene has it
+    start = tuple(round(c) for c in to_screen(v, *image_fractions(centre, camera)))
+    end = (start[0] - 27, start[1] + 14)
+    drag(page, start, end)
+    offset = ground_point(camera, *to_fractions(v, *end), centre[2]) - ground_point(camera, *to_fractions(v, *start), centre[2])
+    in_camera = np.array(camera.world_to_camera)[:3, :3] @ offset
+    in_camera_got = widgets(page, 4)
+    assert [in_camera_got[n] for n in ("dx", "dy", "dz")] == pytest.approx([widget_round(c, 2) for c in in_camera], abs=1e-9)
+    assert np.count_nonzero(np.abs(in_camera) > 0.05) >= 2
+    for name, value in (("axes", "world"), ("dx", got["dx"]), ("dy", got["dy"]), ("dz", 0.0)):
+        set_widget(page, 4, name, value)
 
     # Rotate: drag object 0's ring knob about its vertical axis.
     rotated = geometry.rotate_object(scene, 0, math.radians(30), 0, 0).objects[0]
