@@ -1,0 +1,367 @@
+"""python -m diorama.evaluate [--scenes N] [--size PX] [--seed S] [--readme] [--verbose]
+
+Measures every compositing method against the renderer's ground truth on held-out scenes and prints one
+table (`--readme` also writes it into README.md between the diorama-eval markers).
+
+(The module is `evaluate`, not `eval`: the pack's safety scan bans `eval(` and a module of that name would
+read as one.)
+
+Scenes: the rendered training source (`training.data.sources`, kind "rendered", source_mode "object")
+with seed EVAL_SEED, which training configs must not use, so these scenes are held out; the first scene
+is always the bundled demo room (the crate half hidden behind the table: an occluded placement).
+Per scene the compositor gets the target view's clean plate as background, the object seen alone from
+the other camera as reference (image, mask, depth), and the placement every method shares: the 2D box
+of the object's projected 3D box and the depth of its centre. Background depth: the bundled room's clean
+plate depth; for rendered pairs (which carry no clean-plate depth) the target depth with the object's own
+pixels set far, which they are behind by construction. Depths reach the graph as 8-bit metric images
+(Diorama Depth From Image; steps of 1/255 of the farthest depth).
+
+Metrics, all against the target render (the scene with the object really there):
+- PSNR / SSIM in the object's box and over the whole image (SSIM: 11×11 Gaussian σ 1.5, mean over RGB);
+- visible IoU: the composite's object region against the truth's visible mask. The object region of a
+  composite is where it differs from the background by more than 10/255 on some channel, inside the
+  placement box (a learned model may change the whole window slightly; shadows inside the box count);
+  "IoU occl." averages it over scenes where others hide ≥ 10% of the object;
+- identity: cosine similarity of 8³-bin RGB histograms of that region and of the object's visible pixels
+  in the truth (no DINOv2 weights reach these machines; colour histograms see colour, not shape);
+- NA box PSNR (Neural Assets task, pairs of the same seed with the whole scene in both views): PSNR in
+  the object's target box of the frame the method produces for the target camera.
+
+Baselines run through ComfyUI's executor as graphs of the pack's nodes: copy-paste (Depth-Aware Paste
+without a visible mask, no feather) and depth-aware paste (Depth Fuse → Depth-Aware Paste, 2 px feather);
+both without colour matching, which on these renders (one light for every view) only moves the object's
+colours away from the truth, so the two rows differ by occlusion handling alone; "reuse source frame" is the Neural Assets baseline. Learned rows are listed with the
+model file they need and read "needs a trained model" until it exists in models/diorama_small_models/.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import re
+import shutil
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+EVAL_SEED = 90_001
+OCCLUDED_BELOW = 0.9  # visible fraction under which a placement counts as occluded
+README_BEGIN = "<!-- diorama-eval:begin -->"
+README_END = "<!-- diorama-eval:end -->"
+COLUMNS = ("PSNR box", "PSNR all", "SSIM box", "SSIM all", "IoU vis.", "IoU occl.", "identity", "NA box PSNR")
+
+
+@dataclass(frozen=True)
+class EvalScene:
+    name: str
+    background: torch.Tensor  # [H, W, 3] clean plate of the target view
+    truth: torch.Tensor  # [H, W, 3] target view with the object
+    visible: torch.Tensor  # [H, W] bool: the object's visible pixels in the truth
+    background_depth: torch.Tensor  # [H, W] metric, finite
+    reference: torch.Tensor  # [h, w, 3] the object seen from another camera
+    reference_mask: torch.Tensor  # [h, w] bool
+    reference_depth: torch.Tensor  # [h, w] metric, finite
+    box: tuple[int, int, int, int]  # placement box, pixels
+    depth: float  # placement depth, metres
+    visible_fraction: float
+    source_frame: torch.Tensor | None = None  # [H, W, 3] the Neural Assets baseline's frame (None: no such task)
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    task: str  # "composite" or "neural_assets"
+    run: Callable[[list[EvalScene]], list[torch.Tensor]] | None  # None: a learned model not built yet
+    model_file: str | None = None  # what a learned row needs in models/diorama_small_models/
+
+
+def _finite(depth: torch.Tensor) -> torch.Tensor:
+    far = float(depth[torch.isfinite(depth)].max())
+    return torch.where(torch.isfinite(depth), depth, torch.full_like(depth, far))
+
+
+def _clip_box(x0: float, y0: float, x1: float, y1: float, height: int, width: int) -> tuple[int, int, int, int]:
+    box = (max(0, math.floor(x0)), max(0, math.floor(y0)), min(width, math.ceil(x1)), min(height, math.ceil(y1)))
+    if box[2] <= box[0] or box[3] <= box[1]:
+        raise ValueError(f"the object's projected box {x0:.1f},{y0:.1f},{x1:.1f},{y1:.1f} lies outside the image")
+    return box
+
+
+def scene_from_pair(pair) -> EvalScene:
+    """An evaluation scene from a rendered PairedFrames (source_mode "object")."""
+    from .ops import assets as A
+
+    pair.require("target.clean_plate", "target.depth", "target.camera", "target.boxes3d", "source.depth")
+    target, source = pair.target, pair.source
+    height, width = target.image.shape[-2:]
+    asset = target.boxes3d[target.instance_ids.index(pair.object_id)]
+    uvd = A.project(A.to_camera(A.box_corners(asset), target.camera), target.camera)
+    box = _clip_box(float(uvd[:, 0].min()) * width, float(uvd[:, 1].min()) * height,
+                    float(uvd[:, 0].max()) * width, float(uvd[:, 1].max()) * height, height, width)
+    centre = A.to_camera(torch.tensor(asset.centre, dtype=torch.float64), target.camera)
+    visible = target.mask_of(pair.object_id)
+    background_depth = torch.where(visible, torch.full_like(target.depth, math.inf), target.depth)
+    reference_mask = source.mask_of(pair.object_id)
+    return EvalScene(
+        name=pair.origin, background=target.clean_plate.permute(1, 2, 0), truth=target.image.permute(1, 2, 0),
+        visible=visible, background_depth=_finite(background_depth), reference=source.image.permute(1, 2, 0),
+        reference_mask=reference_mask, reference_depth=_finite(source.depth), box=box, depth=float(centre[2]),
+        visible_fraction=float(pair.extras["target_visible_fraction"]), source_frame=None)
+
+
+def bundled_scene(width: int, height: int) -> EvalScene:
+    """The demo room with the crate behind the table, every layer rendered."""
+    from .ops import bundled_scene as room
+    from .ops.placement import mask_bounding_box
+
+    background, truth = room.render_background(width, height), room.render_truth(width, height)
+    alone = room.render_crate_alone(width, height).instance == room.CRATE_INSTANCE
+    visible = truth.instance == room.CRATE_INSTANCE
+    reference, reference_mask, reference_depth = room.render_reference(max(64, height // 2))
+    return EvalScene(
+        name="bundled room", background=background.rgb, truth=truth.rgb, visible=visible,
+        background_depth=_finite(background.depth), reference=reference, reference_mask=reference_mask > 0.5,
+        reference_depth=reference_depth, box=tuple(mask_bounding_box(alone.float())), depth=room.CRATE_TARGET[2],
+        visible_fraction=int(visible.sum()) / int(alone.sum()))
+
+
+def held_out_scenes(count: int, size: int, seed: int = EVAL_SEED) -> tuple[list[EvalScene], list[EvalScene]]:
+    """Compositing scenes (the bundled room, then `count - 1` rendered pairs whose reference is the object
+    alone) and Neural Assets scenes (`count - 1` pairs of the same seed with the whole scene in both views:
+    the source frame is what re-using it as the target scores)."""
+    from .training.data.sources import open_source
+
+    composite, neural_assets = [bundled_scene(size, size)], []
+    if count > 1:
+        spec = {"kind": "rendered", "count": count - 1, "size": size, "seed": seed}
+        objects = open_source({**spec, "source_mode": "object"})
+        views = open_source({**spec, "source_mode": "scene"})
+        for index in range(count - 1):
+            composite.append(scene_from_pair(objects[index]))
+            pair = views[index]
+            neural_assets.append(EvalScene(**{**scene_from_pair(pair).__dict__,
+                                              "source_frame": pair.source.image.permute(1, 2, 0)}))
+    return composite, neural_assets
+
+
+# --- baselines through the executor -------------------------------------------------------------------
+
+def _save_png(tensor: torch.Tensor, path: Path) -> str:
+    from PIL import Image
+
+    pixels = (tensor.clamp(0, 1) * 255).round().to(torch.uint8)
+    if pixels.ndim == 2:
+        pixels = pixels[..., None].expand(*pixels.shape, 3)
+    Image.fromarray(pixels.contiguous().numpy()).save(path)
+    return path.name
+
+
+def _depth_png(depth: torch.Tensor, path: Path) -> tuple[str, float]:
+    """8-bit metric depth image: value / far, kept ≥ 1/255 (Depth From Image refuses 0 m)."""
+    far = round(float(depth.max()) + 0.01, 2)
+    return _save_png((depth / far).clamp_min(1 / 255), path), far
+
+
+def paste_prompt(scene: EvalScene, folder: str, files: dict[str, str], depth_scale: dict[str, float]) -> dict:
+    from .nodes.depth import FROM_IMAGE_MEANINGS
+
+    x0, y0, x1, y1 = scene.box
+    metric = FROM_IMAGE_MEANINGS[1]
+
+    def image(name: str) -> dict:
+        return {"class_type": "LoadImage", "inputs": {"image": f"{folder}/{files[name]}"}}
+
+    return {
+        "bg": image("background"), "ref": image("reference"),
+        "mask": {"class_type": "LoadImageMask", "inputs": {"image": f"{folder}/{files['reference_mask']}", "channel": "red"}},
+        "bgd_img": image("background_depth"), "refd_img": image("reference_depth"),
+        "bgd": {"class_type": "DioramaDepthFromImage", "inputs": {"depth_image": ["bgd_img", 0], "meaning": metric,
+                                                                  "max_metres": depth_scale["background_depth"]}},
+        "refd": {"class_type": "DioramaDepthFromImage", "inputs": {"depth_image": ["refd_img", 0], "meaning": metric,
+                                                                   "max_metres": depth_scale["reference_depth"]}},
+        "place": {"class_type": "DioramaPlacementFromBox", "inputs": {
+            "background": ["bg", 0], "x0": x0, "y0": y0, "x1": x1, "y1": y1, "unit": "pixels",
+            "depth_source": "value", "depth": round(scene.depth, 2), "depth_kind": "metric"}},
+        "fuse": {"class_type": "DioramaDepthFuse", "inputs": {"background_depth": ["bgd", 0], "object_depth": ["refd", 0],
+                                                              "object_mask": ["mask", 0], "placement": ["place", 0]}},
+        "depth_aware": {"class_type": "DioramaDepthAwarePaste", "inputs": {
+            "background": ["bg", 0], "object": ["ref", 0], "object_mask": ["mask", 0], "placement": ["place", 0],
+            "visible_mask": ["fuse", 1], "feather_px": 2.0, "colour_match": 0.0}},
+        "copy": {"class_type": "DioramaDepthAwarePaste", "inputs": {
+            "background": ["bg", 0], "object": ["ref", 0], "object_mask": ["mask", 0], "placement": ["place", 0],
+            "feather_px": 0.0, "colour_match": 0.0}},
+        "out_depth_aware": {"class_type": "PreviewImage", "inputs": {"images": ["depth_aware", 0]}},
+        "out_copy": {"class_type": "PreviewImage", "inputs": {"images": ["copy", 0]}},
+    }
+
+
+def _read_output(report, node: str) -> torch.Tensor:
+    import folder_paths
+    import numpy
+    from PIL import Image
+
+    saved = report.outputs[node]["images"][0]
+    root = folder_paths.get_directory_by_type(saved["type"])
+    path = Path(root) / saved.get("subfolder", "") / saved["filename"]
+    with Image.open(path) as file:
+        pixels = torch.from_numpy(numpy.array(file.convert("RGB"))).float() / 255
+    path.unlink()
+    return pixels
+
+
+def run_paste_baselines(scenes: list[EvalScene]) -> dict[str, list[torch.Tensor]]:
+    """Copy-paste and depth-aware paste of every scene, each scene one prompt through ComfyUI's executor."""
+    import folder_paths
+
+    from .runner.execute import execute_prompt
+
+    folder = f"diorama-eval-{uuid.uuid4().hex[:8]}"
+    work = Path(folder_paths.get_input_directory()) / folder
+    work.mkdir(parents=True)
+    results: dict[str, list[torch.Tensor]] = {"copy": [], "depth_aware": []}
+    try:
+        for index, scene in enumerate(scenes):
+            files = {name: _save_png(getattr(scene, name), work / f"{index}_{name}.png")
+                     for name in ("background", "reference", "reference_mask")}
+            depth_scale = {}
+            for name in ("background_depth", "reference_depth"):
+                files[name], depth_scale[name] = _depth_png(getattr(scene, name), work / f"{index}_{name}.png")
+            report = execute_prompt(paste_prompt(scene, folder, files, depth_scale))
+            for key in results:
+                results[key].append(_read_output(report, f"out_{key}"))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return results
+
+
+# --- metrics, rows, table -----------------------------------------------------------------------------
+
+def composite_metrics(scene: EvalScene, composite: torch.Tensor) -> dict[str, float]:
+    from .ops import eval_metrics as M
+
+    height, width = scene.truth.shape[:2]
+    in_box = M.box_mask(scene.box, height, width)
+    region = M.changed_region(composite, scene.background, within=in_box)
+    return {
+        "PSNR box": M.psnr(composite, scene.truth, in_box), "PSNR all": M.psnr(composite, scene.truth),
+        "SSIM box": M.ssim(composite, scene.truth, in_box), "SSIM all": M.ssim(composite, scene.truth),
+        "IoU vis.": M.iou(region, scene.visible),
+        "identity": M.identity_similarity(composite, region, scene.truth, scene.visible),
+    }
+
+
+def neural_assets_metrics(scene: EvalScene, frame: torch.Tensor) -> dict[str, float]:
+    from .ops import eval_metrics as M
+
+    height, width = scene.truth.shape[:2]
+    return {"NA box PSNR": M.psnr(frame, scene.truth, M.box_mask(scene.box, height, width))}
+
+
+def mean_row(scenes: list[EvalScene], per_scene: list[dict[str, float]]) -> dict[str, float]:
+    row = {key: sum(m[key] for m in per_scene) / len(per_scene) for key in per_scene[0]}
+    if "IoU vis." in row:
+        occluded = [m["IoU vis."] for s, m in zip(scenes, per_scene) if s.visible_fraction < OCCLUDED_BELOW]
+        row["IoU occl."] = sum(occluded) / len(occluded) if occluded else math.nan
+    return row
+
+
+def methods(baselines: Callable[[], dict[str, list[torch.Tensor]]]) -> list[Method]:
+    """Every row; `baselines` runs both paste graphs once (they share their inputs)."""
+    return [
+        Method("copy-paste", "composite", lambda scenes: baselines()["copy"]),
+        Method("depth-aware paste", "composite", lambda scenes: baselines()["depth_aware"]),
+        Method("learned compositor", "composite", None, "diorama_compositor.safetensors"),
+        Method("compositor − depth hint", "composite", None, "diorama_compositor_no_depth.safetensors"),
+        Method("compositor − identity tokens", "composite", None, "diorama_compositor_no_identity.safetensors"),
+        Method("compositor − per-step blending", "composite", None, "diorama_compositor.safetensors"),
+        Method("reuse source frame", "neural_assets", lambda scenes: [s.source_frame for s in scenes]),
+        Method("learned Neural Assets", "neural_assets", None, "diorama_neural_assets.safetensors"),
+    ]
+
+
+def evaluate(scenes: list[EvalScene], neural_assets_scenes: list[EvalScene]) -> list[tuple[str, dict[str, float] | str]]:
+    """(row name, column → mean value) per method, or (row name, why it has no numbers)."""
+    cache: dict[str, dict[str, list[torch.Tensor]]] = {}
+
+    def baselines() -> dict[str, list[torch.Tensor]]:
+        if "paste" not in cache:
+            cache["paste"] = run_paste_baselines(scenes)
+        return cache["paste"]
+
+    rows = []
+    for method in methods(baselines):
+        if method.run is None:
+            rows.append((method.name, f"needs a trained model ({method.model_file})"))
+        elif method.task == "composite":
+            outputs = method.run(scenes)
+            rows.append((method.name, mean_row(scenes, [composite_metrics(s, o) for s, o in zip(scenes, outputs)])))
+        elif not neural_assets_scenes:
+            rows.append((method.name, "no Neural Assets scenes (use --scenes ≥ 2)"))
+        else:
+            outputs = method.run(neural_assets_scenes)
+            rows.append((method.name, mean_row(neural_assets_scenes, [neural_assets_metrics(s, o)
+                                                                      for s, o in zip(neural_assets_scenes, outputs)])))
+    return rows
+
+
+def _cell(value: float | None) -> str:
+    if value is None:
+        return "–"
+    if math.isnan(value):
+        return "n/a"
+    return "∞" if math.isinf(value) else f"{value:.3f}" if abs(value) <= 1 else f"{value:.2f}"
+
+
+def format_table(rows: list[tuple[str, dict[str, float] | str]], scenes: list[EvalScene]) -> str:
+    occluded = sum(s.visible_fraction < OCCLUDED_BELOW for s in scenes)
+    lines = [f"| method | {' | '.join(COLUMNS)} |", "|---|" + "---:|" * len(COLUMNS)]
+    for name, values in rows:
+        cells = [values] + [""] * (len(COLUMNS) - 1) if isinstance(values, str) else [_cell(values.get(c)) for c in COLUMNS]
+        lines.append(f"| {name} | {' | '.join(cells)} |")
+    size = scenes[0].truth.shape[0]
+    lines.append(f"\n{len(scenes)} held-out scenes at {size}² px (the bundled room + rendered seed {EVAL_SEED}), "
+                 f"{occluded} occluded (visible < {OCCLUDED_BELOW:.0%}).")
+    return "\n".join(lines)
+
+
+def write_readme(readme: Path, table: str) -> None:
+    """Replace the marked block of README.md (it must exist once: the table has one place)."""
+    text = readme.read_text()
+    pattern = re.compile(re.escape(README_BEGIN) + r".*?" + re.escape(README_END), re.S)
+    if len(pattern.findall(text)) != 1:
+        raise ValueError(f"{readme}: expected exactly one block between {README_BEGIN} and {README_END}")
+    readme.write_text(pattern.sub(lambda _: f"{README_BEGIN}\n{table}\n{README_END}", text))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m diorama.evaluate", description=__doc__.split("\n\n")[1])
+    parser.add_argument("--scenes", type=int, default=16, help="held-out scenes (the bundled room + N-1 renders)")
+    parser.add_argument("--size", type=int, default=128, help="image side in pixels")
+    parser.add_argument("--seed", type=int, default=EVAL_SEED, help="rendered source seed (default: the held-out one)")
+    parser.add_argument("--readme", action="store_true", help="also write the table into README.md's marked block")
+    parser.add_argument("--verbose", action="store_true", help="show ComfyUI's start-up log")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    if args.scenes < 1 or args.size < 32:
+        sys.stderr.write("error: --scenes must be >= 1 and --size >= 32\n")
+        return 2
+    from .runner.boot import boot_comfyui
+
+    boot_comfyui()
+    started = time.perf_counter()
+    scenes, neural_assets_scenes = held_out_scenes(args.scenes, args.size, args.seed)
+    table = format_table(evaluate(scenes, neural_assets_scenes), scenes)
+    sys.stdout.write(table + f"\n({time.perf_counter() - started:.1f} s)\n")
+    if args.readme:
+        write_readme(Path(__file__).resolve().parent / "README.md", table)
+        sys.stdout.write("wrote the table into README.md\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
