@@ -63,9 +63,11 @@ def open_app(context: BrowserContext, server_url: str) -> Page:
     return page
 
 
-def load_workflow(page: Page, workflow: dict) -> None:
-    """Load a UI-format workflow as dropping its file would (app.loadGraphData opens it in a new tab)."""
-    page.evaluate("async (workflow) => { await window.app.loadGraphData(workflow); }", workflow)
+def load_workflow(page: Page, workflow: dict, name: str | None = None) -> None:
+    """Load a UI-format workflow as dropping its file would (app.loadGraphData opens it in a new tab,
+    titled `name` when given)."""
+    page.evaluate("async ([workflow, name]) => { await window.app.loadGraphData(workflow, true, true, name); }",
+                  [workflow, name])
 
 
 def without_meta(prompt: dict) -> dict:
@@ -120,7 +122,7 @@ def save_screenshot(page: Page, name: str) -> Path:
     return path
 
 
-def run_from_page(page: Page, server, timeout: float = 180) -> dict:
+def run_from_page(page: Page, server, timeout: float = 600) -> dict:
     """Queue the canvas's graph from the page and wait for it to finish: the prompt's /history entry
     (`server` is a tests/comfy_server.py ComfyServer). A prompt the server refuses fails here with its errors."""
     status, body = queue_from_page(page)
