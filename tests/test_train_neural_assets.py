@@ -1,0 +1,131 @@
+"""Neural Assets training on renderer pairs with tiny models: the loss falls, a checkpoint is written,
+resuming gives bit-identically the same next loss, null-condition dropout and frame swapping are the
+reference's, and the exported adapter + DINO + UNet run in the neural_assets_edit example workflow."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import tiny_neural_assets
+from diorama.runner.workflow import load_workflow, to_api_prompt
+from diorama.training.checkpoint import checkpoint_folder
+from diorama.training.config import TrainConfig
+from diorama.training.data.sources import open_source
+from diorama.training.recipes import neural_assets as na
+from diorama.training.trainer import train
+
+REPO = Path(__file__).resolve().parents[1]
+STEPS, CHECKPOINT = 24, 12
+DATA = {"kind": "rendered", "count": 8, "size": 32, "seed": 0}
+
+
+def recipe_section(**changes) -> dict:
+    return {"unet": tiny_neural_assets.UNET, "vae": tiny_neural_assets.VAE, "dino": tiny_neural_assets.DINO,
+            "slots": 5, "image_size": 32, "learning_rates": {"adapter": 1e-3, "dino": 1e-4, "unet": 1e-4}, **changes}
+
+
+def new_recipe(**changes):
+    return na.create(recipe_section(**changes), torch.device("cpu"), torch.float32)
+
+
+def config(steps: int) -> TrainConfig:
+    return TrainConfig(steps=steps, batch_size=2, checkpoint_every=CHECKPOINT, seed=0, progress=False)
+
+
+@pytest.fixture(scope="module")
+def pairs() -> list:
+    """The renderer's pairs, rendered once (the source renders on every access)."""
+    source = open_source(DATA)
+    return [source[i] for i in range(len(source))]
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_neural_assets_models, pairs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("neural_assets")
+    return out, train(new_recipe(), pairs, config(STEPS), out)
+
+
+def test_loss_falls_and_a_checkpoint_is_written(trained):
+    out, result = trained
+    assert len(result.losses) == STEPS
+    first, last = sum(result.losses[:6]) / 6, sum(result.losses[-6:]) / 6
+    assert last < 0.8 * first, result.losses
+    assert checkpoint_folder(out, CHECKPOINT).is_dir() and result.checkpoint == checkpoint_folder(out, STEPS)
+
+
+def test_the_unet_and_dino_are_fine_tuned(trained, base_dir):
+    _, result = trained
+    _, dino, unet = result.exported
+    before = load_file(base_dir / "models" / "diffusion_models" / tiny_neural_assets.UNET)
+    after = load_file(unet)
+    assert before.keys() == after.keys()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    before = load_file(base_dir / "models" / "dino" / tiny_neural_assets.DINO / "model.safetensors")
+    after = load_file(dino / "model.safetensors")
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert "embeddings.patch_embeddings.projection.weight" in changed
+
+
+def test_resume_gives_the_same_next_loss(trained, pairs, tmp_path):
+    out, result = trained
+    resumed = train(new_recipe(), pairs, config(CHECKPOINT + 2), tmp_path,
+                    resume_from=checkpoint_folder(out, CHECKPOINT))
+    assert resumed.start_step == CHECKPOINT
+    assert resumed.losses == result.losses[CHECKPOINT:CHECKPOINT + 2]
+
+
+def test_null_condition_is_the_network_on_zero_inputs_and_frames_swap(tiny_neural_assets_models, pairs):
+    recipe = new_recipe(null_condition_probability=1.0, swap_probability=1.0)
+    pair = pairs[0]
+    context, latents = recipe._conditioned_batch([pair], torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        null = recipe.adapter.tokens(torch.zeros(1, recipe.adapter.config.num_tokens, recipe.adapter.config.feature_dim),
+                                     torch.zeros(1, 6, 12))
+        torch.testing.assert_close(context, null, rtol=0, atol=0)
+        torch.testing.assert_close(latents, recipe._latents([pair.source]), rtol=0, atol=0)  # target ↔ source
+        assert not torch.equal(null, torch.zeros_like(null)), "the null condition is bias-driven tokens, not zeros"
+    kept = new_recipe(null_condition_probability=0.0, swap_probability=0.0)
+    kept.load_trainable_state(recipe.trainable_state())
+    context, latents = kept._conditioned_batch([pair], torch.Generator().manual_seed(0))
+    assert not torch.allclose(context, null)
+    torch.testing.assert_close(latents, kept._latents([pair.target]), rtol=0, atol=0)
+
+
+def test_bad_config_and_data_are_named(tiny_neural_assets_models, pairs):
+    with pytest.raises(ValueError, match=r"unknown keys \['slot'\], missing keys \['dino'\]"):
+        na.NeuralAssetsSettings.from_config({"unet": "u", "vae": "v", "slot": 3})
+    with pytest.raises(ValueError, match=r"learning_rates"):
+        na.NeuralAssetsSettings.from_config(recipe_section(learning_rates={"adapter": 1e-4}))
+    pair = pairs[0]
+    broken = type(pair)(pair.source, type(pair.target)(**{**pair.target.__dict__, "camera": None}), pair.object_id,
+                        "broken pair")
+    with pytest.raises(ValueError, match="broken pair has no target.camera"):
+        new_recipe().training_loss([broken], torch.Generator().manual_seed(0))
+
+
+def test_exported_adapter_runs_in_the_example_workflow(trained, base_dir, run_prompt):
+    out, result = trained
+    adapter, dino, unet = result.exported
+    models = base_dir / "models"
+    shutil.copy(adapter, models / "neural_assets" / "trained_neural_assets.safetensors")
+    shutil.copytree(dino, models / "dino" / "trained-dino", dirs_exist_ok=True)
+    shutil.copy(unet, models / "diffusion_models" / "trained_neural_assets_unet.safetensors")
+    prompt = to_api_prompt(load_workflow(REPO / "example_workflows" / "neural_assets_edit.json"))
+    for node in prompt.values():
+        inputs = node["inputs"]
+        if node["class_type"] == "DioramaDinoLoader":
+            inputs["model_name"] = "trained-dino"
+        elif node["class_type"] == "DioramaNeuralAssetsAdapterLoader":
+            inputs["adapter_name"] = "trained_neural_assets.safetensors"
+        elif node["class_type"] == "UNETLoader":
+            inputs["unet_name"] = "trained_neural_assets_unet.safetensors"
+        elif node["class_type"] == "DioramaCompositeSample":
+            inputs["steps"] = 2
+        elif node["class_type"] == "DioramaCompositeWindow":
+            inputs["resolution"] = 128
+    report = run_prompt(prompt)
+    assert any(output.get("images") for output in report.outputs.values())
