@@ -28,6 +28,8 @@ class BatchSummary:
     quarantined: int  # rows given up after crashing their worker K times (this or an earlier run)
     seconds: float
     errors: list[dict] = field(default_factory=list)
+    # What each row run by this job reported: id, status, seconds (in its worker), worker, finished (epoch s).
+    outcomes: list[dict] = field(default_factory=list)
 
 
 def worker_runtime_env() -> dict:
@@ -103,7 +105,7 @@ def _run_rows(pending: list[Row], summary: BatchSummary, ledger: Ledger, workflo
         gpus_per_worker = 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
     dataset = ray.data.from_items([{"id": r.id, "values": json.dumps(r.values), "line": r.line} for r in pending],
                                   override_num_blocks=len(pending))  # one row per block: a retry repeats one row
-    outcomes = dataset.map_batches(
+    results = dataset.map_batches(
         RowWorker, batch_size=1, compute=ray.data.ActorPoolStrategy(size=workers), num_gpus=gpus_per_worker, num_cpus=cpus_per_worker,
         runtime_env=worker_runtime_env(),
         fn_constructor_kwargs={"workflow": workflow, "out_dir": str(ledger.out), "base_directory": base_directory,
@@ -111,7 +113,8 @@ def _run_rows(pending: list[Row], summary: BatchSummary, ledger: Ledger, workflo
                                "verbose": verbose})
     line_of = {row.id: row.line for row in pending}
     with tqdm(total=len(pending), unit="row", desc="batch", disable=not progress, file=sys.stderr) as bar:
-        for outcome in outcomes.iter_rows():
+        for outcome in results.iter_rows():
+            summary.outcomes.append({k: outcome[k] for k in ("id", "status", "seconds", "worker", "finished")})
             status = outcome["status"]
             if status in ("done", "skipped"):
                 summary.done += 1

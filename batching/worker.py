@@ -27,7 +27,7 @@ HUNG_ROW_EXIT = 75
 # Undeclared inputs reach no node function, but they are part of ComfyUI's cache key: one that names
 # the row makes the output nodes run for every row, even a row whose values equal an earlier row's.
 ROW_MARKER_INPUT = "diorama_batch_row"
-OUTCOME_COLUMNS = ("id", "key", "status", "message", "node_id", "node_type", "seconds", "worker")
+OUTCOME_COLUMNS = ("id", "key", "status", "message", "node_id", "node_type", "seconds", "worker", "finished")
 
 
 def cancel_point(*_args, **_kwargs) -> None:
@@ -111,7 +111,8 @@ class RowWorker:
 
         def outcome(status: str, message: str = "", node_id: str | None = None, node_type: str | None = None) -> dict:
             return {"id": row.id, "key": key, "status": status, "message": message, "node_id": node_id or "",
-                    "node_type": node_type or "", "seconds": time.perf_counter() - started, "worker": worker_name()}
+                    "node_type": node_type or "", "seconds": time.perf_counter() - started, "worker": worker_name(),
+                    "finished": time.time()}
 
         if self.ledger.is_done(key):  # Ray re-delivers the rows of a block whose worker died
             return outcome("skipped")
