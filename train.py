@@ -31,6 +31,12 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("diorama").setLevel(logging.INFO)
     try:
+        from .training.recipes import bifrost_placement
+
+        if args.recipe == bifrost_placement.NAME:  # builds a VLM data set; no model is trained, no train: section
+            built = bifrost_placement.build_from_config(args.config, args.out)
+            log.info("wrote %d examples from %d pairs to %s", built.examples, built.pairs_used, built.jsonl)
+            return 0
         from .training.config import load_config
 
         run = load_config(args.config)  # before ComfyUI boots: a bad file fails in a second

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import scipy.ndimage
 import torch
+import yaml
 from PIL import Image
 
 from diorama.ops import bundled_scene
@@ -20,7 +21,7 @@ from diorama.training.recipes import bifrost_placement as bp
 NAMES = {3: "table", 4: "ball", 5: "cabinet", bundled_scene.CRATE_INSTANCE: "crate"}
 WIDTH, HEIGHT = 64, 48
 GROW = 2
-TINY_REMOVAL = ["Window.resolution=64", "Sampler.steps=2", f"Grow mask.expand={GROW}"]
+TINY_REMOVAL = ["Window.resolution=64", "Sampler.steps=1", f"Grow mask.expand={GROW}"]
 
 
 def scene_pair(names: dict | None = None, with_depth: bool = True) -> PairedFrames:
@@ -33,7 +34,7 @@ def scene_pair(names: dict | None = None, with_depth: bool = True) -> PairedFram
 
 
 def settings(**changes) -> bp.PlacementDataSettings:
-    section = {"min_box_area": 0.01, "max_relations": 3, "replace_fraction": 0.0,
+    section = {"min_box_area": 0.01, "max_relations": 3, "replace_fraction": 0.0, "unnamed": "skip",
                "removal": {"set": TINY_REMOVAL}, **changes}
     return bp.PlacementDataSettings.from_config(section)
 
@@ -41,13 +42,14 @@ def settings(**changes) -> bp.PlacementDataSettings:
 def numpy_truth(pair: PairedFrames) -> tuple[list[float], list[float]]:
     """Box and (max, median, min) computed independently with numpy, as create_dataset.py does."""
     mask = pair.target.mask_of(pair.object_id).numpy()
+    height, width = mask.shape
     rows, cols = np.nonzero(mask)
     x, y, w, h = cols.min(), rows.min(), cols.max() + 1 - cols.min(), rows.max() + 1 - rows.min()
     depth = pair.target.depth.numpy().astype(np.float64)
     disparity = np.where(np.isfinite(depth), 1 / depth, 0.0)
     disparity = (disparity - disparity.min()) / (disparity.max() - disparity.min())
     crop = disparity[y:y + h, x:x + w]
-    return [x / WIDTH, y / HEIGHT, (x + w) / WIDTH, (y + h) / HEIGHT], [crop.max(), np.median(crop), crop.min()]
+    return [x / width, y / height, (x + w) / width, (y + h) / height], [crop.max(), np.median(crop), crop.min()]
 
 
 def test_relation_rules_on_hand_made_boxes():
@@ -87,12 +89,11 @@ def test_answer_and_instruction_of_the_rendered_scene():
 
 
 def test_built_data_set_removes_the_object_through_the_workflow(tiny_sd_models, tmp_path):
-    pairs = [scene_pair(), scene_pair()]
-    result = bp.build_placement_data(pairs, settings(replace_fraction=0.5, seed=3), tmp_path)
+    pairs = [scene_pair()]
+    result = bp.build_placement_data(pairs, settings(replace_fraction=1.0), tmp_path)
     lines = [json.loads(line) for line in result.jsonl.read_text().splitlines()]
-    assert result.examples == len(lines) and result.pairs_used == 2
-    kinds = sorted(line["id"].split("_")[1] for line in lines)
-    assert kinds.count("place") == 2 and "replace" in kinds  # seed 3 draws a replace example for one pair
+    assert result.examples == len(lines) and result.pairs_used == 1
+    assert sorted(line["id"] for line in lines) == ["000000_place", "000000_replace"]
     original = (pairs[0].target.image.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
     mask = pairs[0].target.mask_of(bundled_scene.CRATE_INSTANCE).numpy()
     # GrowMask dilates with a cross; a square of one more pixel contains it and the feathered seam.
@@ -123,3 +124,49 @@ def test_bad_inputs_name_what_is_wrong(tmp_path):
         bp.removal_prompt(settings(removal={"workflow": str(workflow)}))
     with pytest.raises(ValueError, match="none of the 1 pairs gave an example"):
         bp.build_placement_data([scene_pair(names={})], settings(), tmp_path)
+
+
+def test_command_line_builds_from_the_renderer(tiny_sd_models, tmp_path):
+    """`python -m diorama.train bifrost-placement-data --config FILE.yaml`: rendered pairs, every answer the
+    object's exact box and depths, every place instruction a relation phrase about named instances."""
+    from diorama.train import main
+    from diorama.training.data.sources import open_source
+
+    data = {"kind": "rendered", "count": 2, "size": 64, "seed": 1}
+    config = tmp_path / "placement.yaml"
+    config.write_text(yaml.safe_dump({"data": data, "recipe": {"min_box_area": 0.0, "replace_fraction": 0.0,
+                                                               "removal": {"set": TINY_REMOVAL}}}))
+    assert main(["bifrost-placement-data", "--config", str(config), "--out", str(tmp_path / "out")]) == 0
+    lines = [json.loads(line) for line in (tmp_path / "out" / "placement.jsonl").read_text().splitlines()]
+    assert lines, "the rendered groups stand close together: every pair has a related neighbour"
+    source = open_source(data)
+    for line in lines:
+        pair = source[int(line["id"].split("_")[0])]
+        box, depths = numpy_truth(pair)
+        answer = parse_bifrost_answer(line["answer"])
+        np.testing.assert_allclose(answer.box, box, atol=5e-4 + 1e-9)
+        np.testing.assert_allclose(answer.depth, depths, atol=5e-4 + 1e-9)
+        relation = parse_relation(line["instruction"])
+        names = pair.extras.get("names") or {}
+        assert relation.object_phrase == names.get(pair.object_id, relation.object_phrase)
+        assert relation.anchor_phrase in names.values() or relation.anchor_phrase.endswith(" object")
+        assert (tmp_path / "out" / line["image"]).is_file()
+
+
+def test_colour_names():
+    expected = {(0.9, 0.1, 0.1): "red", (0.9, 0.5, 0.1): "orange", (0.8, 0.8, 0.1): "yellow", (0.1, 0.7, 0.2): "green",
+                (0.1, 0.7, 0.7): "cyan", (0.1, 0.2, 0.8): "blue", (0.5, 0.1, 0.8): "purple", (0.8, 0.1, 0.5): "pink",
+                (0.95, 0.95, 0.9): "white", (0.5, 0.5, 0.5): "grey", (0.1, 0.1, 0.12): "black"}
+    for rgb, name in expected.items():
+        assert bp.colour_name(torch.tensor(rgb)) == name, rgb
+        assert bp.colour_name(torch.tensor(rgb) * 0.5 + 0.0) in (name, "grey", "black")  # shading keeps the hue
+
+
+def test_shipped_config_reads():
+    from diorama.training.data.sources import open_source
+
+    document = yaml.safe_load((bp.PACK / "training" / "configs" / "bifrost_placement_data.yaml").read_text())
+    assert set(document) == {"data", "recipe"}
+    settings = bp.PlacementDataSettings.from_config(document["recipe"])
+    assert bp.removal_prompt(settings)["8"]["inputs"]["steps"] == 20
+    assert len(open_source(document["data"])) == document["data"]["count"]

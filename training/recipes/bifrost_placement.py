@@ -28,8 +28,9 @@ One anchor per relation, at most `max_relations` relations, anchors named differ
 knows, and every answer parses back with `ops.vlm_answers.parse_bifrost_answer`.
 
 Instance names: `PairedFrames.extras["names"]` ({instance id: name}) from the source, overridden per
-id by the recipe's `names:` mapping; an object or anchor without a name is skipped (a sentence about
-"object 3" would teach the VLM nothing).
+id by the recipe's `names:` mapping. Instances still unnamed are named by their colour ("red object",
+`colour_name` of the mean colour of their pixels) when `unnamed: colour` (the default; the renderer
+names nothing), or skipped when `unnamed: skip` (a sentence about "object 3" would teach the VLM nothing).
 
 Output: `images/{id}.png` and `placement.jsonl` in the output folder; each line is
 `{"id", "image" (relative to the JSONL), "instruction", "answer", "conversations", "origin", "object_id"}`
@@ -63,6 +64,11 @@ SCENE_NODE, MASK_NODE, NEGATIVE_NODE, SAMPLER_NODE, OUTPUT_NODE = "Scene", "Obje
 INPUT_SUBFOLDER = "diorama_placement_data"
 TOUCHING = 0.01  # the reference's tolerance (fractions of the image) for boxes that touch
 Box = tuple[float, float, float, float]
+UNNAMED = ("colour", "skip")
+# Hue sectors (degrees, upper bounds) → colour words; below GREY_SATURATION a colour is white/grey/black.
+HUE_NAMES = ((15, "red"), (45, "orange"), (70, "yellow"), (165, "green"), (195, "cyan"), (255, "blue"),
+             (290, "purple"), (345, "pink"), (360, "red"))
+GREY_SATURATION = 0.2
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,7 @@ class PlacementDataSettings:
     depth_ratio: float = 1.1  # farther than this factor = behind (ops.relations uses the same step)
     replace_fraction: float = 0.1  # the reference's share of "Replace the …" examples
     names: dict[int, str] = field(default_factory=dict)
+    unnamed: str = "colour"  # name instances the source leaves unnamed by colour, or "skip" them
     workflow: str = str(DEFAULT_WORKFLOW)
     workflow_set: tuple[str, ...] = ()  # extra NODE.INPUT=VALUE overrides, as `python -m diorama.run --set`
 
@@ -95,6 +102,8 @@ class PlacementDataSettings:
             raise ValueError(f"max_relations is {settings.max_relations}; expected at least 1")
         if not 0 <= settings.replace_fraction <= 1 or not 0 <= settings.min_box_area <= 1:
             raise ValueError("replace_fraction and min_box_area are fractions; expected values in [0, 1]")
+        if settings.unnamed not in UNNAMED:
+            raise ValueError(f"unnamed is {settings.unnamed!r}; expected one of {UNNAMED}")
         if settings.depth_ratio < 1:
             raise ValueError(f"depth_ratio is {settings.depth_ratio}; expected at least 1")
         return settings
@@ -191,8 +200,31 @@ def replace_instruction(object_name: str) -> str:
     return bifrost_instruction(f"Replace the {object_name} with the reference image")
 
 
-def instance_names(pair: PairedFrames, overrides: dict[int, str]) -> dict[int, str]:
-    return {**{int(k): str(v) for k, v in (pair.extras.get("names") or {}).items()}, **overrides}
+def colour_name(rgb: torch.Tensor) -> str:
+    """A colour word for a mean RGB in [0, 1] (hue sectors of HSV; shading scales value, not hue)."""
+    red, green, blue = (float(c) for c in rgb)
+    high, low = max(red, green, blue), min(red, green, blue)
+    if high - low < GREY_SATURATION * max(high, 1e-6):
+        return "white" if high > 0.8 else "black" if high < 0.25 else "grey"
+    if high == red:
+        hue = (60 * (green - blue) / (high - low)) % 360
+    elif high == green:
+        hue = 60 * (blue - red) / (high - low) + 120
+    else:
+        hue = 60 * (red - green) / (high - low) + 240
+    return next(name for bound, name in HUE_NAMES if hue < bound)
+
+
+def instance_names(pair: PairedFrames, settings: PlacementDataSettings) -> dict[int, str]:
+    """{instance id: name} for the target frame: the source's names, the config's, then colours (if asked)."""
+    names = {**{int(k): str(v) for k, v in (pair.extras.get("names") or {}).items()}, **settings.names}
+    if settings.unnamed == "colour":
+        frame = pair.target
+        for index, instance_id in enumerate(frame.instance_ids):
+            mask = frame.masks[index]
+            if instance_id not in names and bool(mask.any()):
+                names[instance_id] = f"{colour_name(frame.image[:, mask].mean(dim=1))} object"
+    return names
 
 
 def visible_instances(frame: Frame, names: dict[int, str]) -> dict[int, Instance]:
@@ -227,12 +259,13 @@ class PlannedExample:
 
     example: Example
     remove_object: bool
+    object_name: str
 
 
 def plan_examples(pair: PairedFrames, index: int, settings: PlacementDataSettings) -> list[PlannedExample]:
     """The examples one pair yields (none when the object is too small, unnamed or has no relation)."""
     pair.require("target.masks", "target.depth")
-    names = instance_names(pair, settings.names)
+    names = instance_names(pair, settings)
     target = pair.target
     instances = visible_instances(target, names)
     obj = instances.pop(pair.object_id, None)
@@ -250,12 +283,12 @@ def plan_examples(pair: PairedFrames, index: int, settings: PlacementDataSetting
     if rng.random() < settings.replace_fraction:
         planned.append(PlannedExample(Example(f"{index:06d}_replace", f"images/{index:06d}_replace.png",
                                               replace_instruction(obj.name), answer, pair.origin, pair.object_id),
-                                      remove_object=False))
+                                      remove_object=False, object_name=obj.name))
     relations = choose_relations(obj, list(instances.values()), settings, rng)
     if relations:
         planned.append(PlannedExample(Example(f"{index:06d}_place", f"images/{index:06d}_place.png",
                                               place_instruction(obj.name, relations), answer, pair.origin,
-                                              pair.object_id), remove_object=True))
+                                              pair.object_id), remove_object=True, object_name=obj.name))
     else:
         LOG.info("%s: no relation between object %d and another named instance; no place example", pair.origin,
                  pair.object_id)
@@ -274,7 +307,10 @@ def removal_prompt(settings: PlacementDataSettings) -> dict:
     this builder fills in before any image is processed."""
     from ...runner.workflow import apply_overrides, load_workflow, to_api_prompt
 
-    prompt = apply_overrides(to_api_prompt(load_workflow(settings.workflow)), list(settings.workflow_set))
+    workflow = Path(settings.workflow)
+    if not workflow.is_absolute() and not workflow.exists() and (PACK / workflow).exists():
+        workflow = PACK / workflow  # a path inside the pack, as the shipped configs give it
+    prompt = apply_overrides(to_api_prompt(load_workflow(workflow)), list(settings.workflow_set))
     titles = {node.get("_meta", {}).get("title") for node in prompt.values()}
     missing = [t for t in (SCENE_NODE, MASK_NODE, NEGATIVE_NODE, SAMPLER_NODE, OUTPUT_NODE) if t not in titles]
     if missing:
@@ -285,7 +321,7 @@ def removal_prompt(settings: PlacementDataSettings) -> dict:
 
 
 def remove_object(prompt: dict, image: torch.Tensor, mask: torch.Tensor, object_name: str, seed: int,
-                  destination: Path) -> None:
+                  destination: Path, executor) -> None:
     """Run the removal workflow on one image and move its output to `destination`."""
     import folder_paths
 
@@ -304,7 +340,7 @@ def remove_object(prompt: dict, image: torch.Tensor, mask: torch.Tensor, object_
             f"{NEGATIVE_NODE}.text={object_name}", f"{SAMPLER_NODE}.seed={seed}",
             f"{OUTPUT_NODE}.filename_prefix={INPUT_SUBFOLDER}/{destination.stem}",
         ])
-        report = execute_prompt(filled)
+        report = execute_prompt(filled, executor)
     finally:
         scene_file.unlink(missing_ok=True)
         mask_file.unlink(missing_ok=True)
@@ -331,11 +367,15 @@ def build_placement_data(data: Sequence[PairedFrames], settings: PlacementDataSe
     from tqdm import tqdm
 
     from ...runner.boot import boot_comfyui
+    from ...runner.execute import new_executor
 
     if len(data) == 0:
         raise ValueError(f"{NAME}: the data source is empty; expected pairs with instance masks and depth")
     boot_comfyui()
     prompt = removal_prompt(settings)
+    # One executor for the whole data set: its CLASSIC cache keeps the outputs of nodes whose inputs did not
+    # change since the previous image, so the inpainting model loads once.
+    executor = new_executor()
     images = Path(out_dir) / "images"
     images.mkdir(parents=True, exist_ok=True)
     examples, used = [], 0
@@ -346,9 +386,8 @@ def build_placement_data(data: Sequence[PairedFrames], settings: PlacementDataSe
         for item in planned:
             destination = Path(out_dir) / item.example.image
             if item.remove_object:
-                remove_object(prompt, pair.target.image, pair.target.mask_of(pair.object_id),
-                              instance_names(pair, settings.names)[pair.object_id],
-                              seed=settings.seed + index, destination=destination)
+                remove_object(prompt, pair.target.image, pair.target.mask_of(pair.object_id), item.object_name,
+                              seed=settings.seed + index, destination=destination, executor=executor)
             else:
                 save_png(pair.target.image, destination)
             examples.append(item.example)
@@ -361,3 +400,31 @@ def build_placement_data(data: Sequence[PairedFrames], settings: PlacementDataSe
     partial.replace(jsonl)
     LOG.info("%s: %d examples from %d of %d pairs → %s", NAME, len(examples), used, len(data), jsonl)
     return PlacementData(jsonl, len(examples), used, len(data) - used)
+
+
+SECTIONS = ("recipe", "data")
+
+
+def build_from_config(path: Path, out_dir: Path | None = None) -> PlacementData:
+    """`python -m diorama.train bifrost-placement-data --config FILE.yaml [--out DIR]`: the YAML's `recipe:`
+    (PlacementDataSettings, `removal:` included) and `data:` (training.data.sources.open_source) sections;
+    DIR defaults to <ComfyUI output>/training/bifrost-placement-data."""
+    import yaml
+
+    from ...runner.boot import boot_comfyui
+    from ..data.sources import open_source
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config {path} does not exist")
+    document = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(document, dict) or set(document) - set(SECTIONS) or "data" not in document:
+        found = sorted(document) if isinstance(document, dict) else type(document).__name__
+        raise ValueError(f"{path}: {NAME} reads the sections {SECTIONS} (data required, no training), found {found}")
+    settings = PlacementDataSettings.from_config(document.get("recipe"))
+    boot_comfyui()
+    if out_dir is None:
+        import folder_paths
+
+        out_dir = Path(folder_paths.get_output_directory()) / "training" / NAME
+    return build_placement_data(open_source(document["data"]), settings, Path(out_dir))
