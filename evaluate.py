@@ -14,7 +14,8 @@ the other camera as reference (image, mask, depth), and the placement every meth
 of the object's projected 3D box and the depth of its centre. Background depth: the bundled room's clean
 plate depth; for rendered pairs (which carry no clean-plate depth) the target depth with the object's own
 pixels set far, which they are behind by construction. Depths reach the graph as 8-bit metric images
-(Diorama Depth From Image; steps of 1/255 of the farthest depth).
+(Diorama Depth From Image; steps of 1/255 of the farthest depth), the background's clipped at 3× the
+placement depth (farther is behind the object either way).
 
 Metrics, all against the target render (the scene with the object really there):
 - PSNR / SSIM in the object's box and over the whole image (SSIM: 11×11 Gaussian σ 1.5, mean over RGB);
@@ -50,7 +51,8 @@ from typing import Callable
 import torch
 
 EVAL_SEED = 90_001
-OCCLUDED_BELOW = 0.9  # visible fraction under which a placement counts as occluded
+OCCLUDED_BELOW = 0.9
+FAR_CLIP = 3.0  # background depth is clipped at this multiple of the placement depth before 8-bit encoding  # visible fraction under which a placement counts as occluded
 README_BEGIN = "<!-- diorama-eval:begin -->"
 README_END = "<!-- diorama-eval:end -->"
 COLUMNS = ("PSNR box", "PSNR all", "SSIM box", "SSIM all", "IoU vis.", "IoU occl.", "identity", "NA box PSNR")
@@ -229,8 +231,13 @@ def run_paste_baselines(scenes: list[EvalScene]) -> dict[str, list[torch.Tensor]
             files = {name: _save_png(getattr(scene, name), work / f"{index}_{name}.png")
                      for name in ("background", "reference", "reference_mask")}
             depth_scale = {}
-            for name in ("background_depth", "reference_depth"):
-                files[name], depth_scale[name] = _depth_png(getattr(scene, name), work / f"{index}_{name}.png")
+            # Anything farther than FAR_CLIP × the placement depth is behind the object either way; clipping the
+            # background there keeps the 8-bit steps small where occlusion is decided (a ground plane runs to
+            # the horizon).
+            depths = {"background_depth": scene.background_depth.clamp_max(FAR_CLIP * scene.depth),
+                      "reference_depth": scene.reference_depth}
+            for name, depth in depths.items():
+                files[name], depth_scale[name] = _depth_png(depth, work / f"{index}_{name}.png")
             report = execute_prompt(paste_prompt(scene, folder, files, depth_scale))
             for key in results:
                 results[key].append(_read_output(report, f"out_{key}"))
