@@ -130,17 +130,20 @@ def test_taef2_loader_lists_pairs_and_refuses_wrong_files(vae_approx, node_class
             (vae_approx / f"{name}.safetensors").unlink()
 
 
-def test_latent_preview_of_a_render_resembles_it(taef2):
-    """The fitted Latent2RGB factors (what KSampler previews show) on a render not used for the fit."""
+def test_latent_preview_of_a_render_resembles_it(taef2, small_models, node_class, monkeypatch):
+    """The previewer KSampler picks for a small model, on a render not used to fit its factors."""
     import latent_preview
-    from diorama.loaders.taef2 import Taef2LatentFormat
+    from comfy.cli_args import LatentPreviewMethod
     from diorama.ops import bundled_scene
 
+    model = node_class("DioramaLoadSmallModel").execute(small_models["plain"]).result[0]
+    fmt = model.model.latent_format  # scale 1.35: previews see model-space latents, the scale is folded in
+    monkeypatch.setattr(latent_preview.args, "preview_method", LatentPreviewMethod.Auto)  # as with --preview-method auto
+    previewer = latent_preview.get_previewer(model.load_device, fmt)
+    assert type(previewer).__name__ == "Latent2RGBPreviewer"
     image = bundled_scene.render_background(192, 128).rgb[None]
-    fmt = Taef2LatentFormat(scale=1.35, shift=0.1)  # previews see model-space latents: the scale is folded in
     with torch.inference_mode():
         model_space = fmt.process_in(taef2.encode(image))
-    previewer = latent_preview.Latent2RGBPreviewer(fmt.latent_rgb_factors, fmt.latent_rgb_factors_bias)
     preview = torch.from_numpy(numpy.array(previewer.decode_latent_to_preview(model_space))).float() / 255
     target = torch.nn.functional.avg_pool2d(image.movedim(-1, 1), 8)[0].movedim(0, -1)
     assert preview.shape == target.shape
