@@ -55,6 +55,7 @@ class Box:
     yaw_deg: float = 0.0  # rotation about the vertical axis
     stripes: float = 0.0  # stripe period in metres along the box's x; 0 = plain
     instance: int = 0
+    checker: float = 0.0  # square size in metres of a checker on every face (in the box's frame); 0 = plain
     rotation: tuple[tuple[float, float, float], ...] | None = None  # 3x3 box → camera; replaces yaw_deg when set
 
 
@@ -64,6 +65,8 @@ class Sphere:
     radius: float
     colour: tuple[float, float, float]
     instance: int = 0
+    checker: int = 0  # segments around the equator of a longitude/latitude checker (even); 0 = plain
+    rotation: tuple[tuple[float, float, float], ...] | None = None  # 3x3 sphere → camera (orients the checker)
 
 
 Primitive = Plane | Box | Sphere
@@ -78,7 +81,8 @@ def scaled(primitive: Primitive, factor: float) -> Primitive:
                        texture_origin=tuple(factor * v for v in primitive.texture_origin))
     if isinstance(primitive, Box):
         return replace(primitive, centre=tuple(factor * v for v in primitive.centre),
-                       size=tuple(factor * v for v in primitive.size), stripes=primitive.stripes * factor)
+                       size=tuple(factor * v for v in primitive.size), stripes=primitive.stripes * factor,
+                       checker=primitive.checker * factor)
     return replace(primitive, centre=tuple(factor * v for v in primitive.centre), radius=primitive.radius * factor)
 
 
@@ -103,6 +107,10 @@ def _box_rotation(bx: Box) -> torch.Tensor:
                         dtype=torch.float64)
 
 
+def _sphere_rotation(s: Sphere) -> torch.Tensor:
+    return torch.eye(3, dtype=torch.float64) if s.rotation is None else torch.tensor(s.rotation, dtype=torch.float64)
+
+
 def in_camera(primitive: Primitive, world_to_camera) -> Primitive:
     """A primitive described in a world frame, moved into the frame of a camera whose 4x4 world → camera
     pose (OpenCV: x right, y down, z forward) is `world_to_camera`. Textures stay fixed to the object:
@@ -123,7 +131,8 @@ def in_camera(primitive: Primitive, world_to_camera) -> Primitive:
     if isinstance(primitive, Box):
         box_to_camera = rotation @ _box_rotation(primitive)
         return replace(primitive, centre=point(primitive.centre), rotation=tuple(map(tuple, box_to_camera.tolist())))
-    return replace(primitive, centre=point(primitive.centre))
+    sphere_to_camera = rotation @ _sphere_rotation(primitive)
+    return replace(primitive, centre=point(primitive.centre), rotation=tuple(map(tuple, sphere_to_camera.tolist())))
 
 
 def _rays(camera: Camera) -> torch.Tensor:
@@ -172,6 +181,11 @@ def _hit_box(bx: Box, d: torch.Tensor):
         local_hit = origin + local_d * t_near[..., None]
         band = torch.floor(local_hit[..., 0] / bx.stripes) % 2
         albedo = albedo * (0.6 + 0.4 * band)[..., None]
+    if bx.checker > 0:
+        # Squares in the two in-face coordinates (the face's own axis sits on a cell boundary).
+        cells = torch.floor((origin + local_d * t_near[..., None]) / bx.checker)
+        parity = (cells.sum(-1) - cells.gather(-1, axis[..., None])[..., 0]) % 2
+        albedo = albedo * (0.7 + 0.3 * parity)[..., None]
     return t, normal, albedo
 
 
@@ -185,6 +199,13 @@ def _hit_sphere(s: Sphere, d: torch.Tensor):
     normal = d * t.clamp(max=1e6)[..., None] - c
     normal = normal / normal.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     albedo = torch.tensor(s.colour, dtype=d.dtype).expand(*t.shape, 3)
+    if s.checker > 0:
+        local = normal @ _sphere_rotation(s).to(d.dtype)  # the unit surface direction in the sphere's frame
+        longitude = torch.atan2(local[..., 1], local[..., 0]) + math.pi  # 0..2π
+        latitude = torch.asin(local[..., 2].clamp(-1, 1)) + math.pi / 2  # 0..π
+        step = 2 * math.pi / s.checker
+        parity = (torch.floor(longitude / step) + torch.floor(latitude / step)) % 2
+        albedo = albedo * (0.7 + 0.3 * parity)[..., None]
     return t, normal, albedo
 
 

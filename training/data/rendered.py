@@ -1,7 +1,8 @@
 """Diorama's own renderer (ops/render.py) as a source of paired frames with exact ground truth.
 
 Each index is a random scene, deterministic by (seed, index): a ground plane (plain or checkered),
-3-5 boxes (any yaw, plain or striped) and spheres of random colours standing close together on it,
+3-5 boxes (any yaw; plain, striped or checkered) and spheres (plain or with a longitude/latitude
+checker, turned about the vertical) of random colours standing close together on it,
 a light fixed in the world (objects cast shadows unless `shadows` is false; the clean plate loses
 the object's shadow with the object), and two cameras looking at the group from different directions. One
 object visible in both views is the pair's `object_id`; the others may hide part of it (how much is
@@ -75,14 +76,18 @@ def _object(rng: random.Random, instance: int, x: float, y: float) -> SceneObjec
         yaw = rng.uniform(0, 2 * math.pi)
         rotation = tuple(map(tuple, A.rotation_from_ypr(yaw, 0.0, 0.0).tolist()))
         centre = (x, y, size[2] / 2)
-        stripes = rng.uniform(0.08, 0.2) if rng.random() < 0.5 else 0.0
-        box = Box(centre=centre, size=size, colour=_colour(rng), stripes=stripes, rotation=rotation, instance=instance)
+        pattern = rng.choice(("plain", "stripes", "checker"))
+        box = Box(centre=centre, size=size, colour=_colour(rng), rotation=rotation, instance=instance,
+                  stripes=rng.uniform(0.08, 0.2) if pattern == "stripes" else 0.0,
+                  checker=rng.uniform(0.1, 0.25) if pattern == "checker" else 0.0)
         return SceneObject(box, centre, size, rotation)
     radius = rng.uniform(0.2, 0.55)
     centre = (x, y, radius)
-    identity = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
-    return SceneObject(Sphere(centre=centre, radius=radius, colour=_colour(rng), instance=instance),
-                       centre, (2 * radius,) * 3, identity)
+    # Turned about the vertical, so a checkered ball shows its pose; the asset box turns with it.
+    rotation = tuple(map(tuple, A.rotation_from_ypr(rng.uniform(0, 2 * math.pi), 0.0, 0.0).tolist()))
+    checker = rng.choice((0, 0, 6, 8, 10, 12))
+    return SceneObject(Sphere(centre=centre, radius=radius, colour=_colour(rng), instance=instance, checker=checker,
+                              rotation=rotation), centre, (2 * radius,) * 3, rotation)
 
 
 def object_name(obj: SceneObject) -> str:
