@@ -1,6 +1,6 @@
 """Diorama's small diffusion models: an SD-style UNet in TAEF2's latent space, stored with its config.
 
-A small model is one .safetensors file in the `diorama_small_models` model folder holding ComfyUI's
+A small model is one .safetensors file (in the `diorama_small_models` model folder) holding ComfyUI's
 openaimodel UNetModel weights (keys as `UNetModel.state_dict()`, no `model.diffusion_model.` prefix)
 and this metadata:
 
@@ -35,7 +35,6 @@ import logging
 import math
 from dataclasses import dataclass, field
 
-import comfy.latent_formats
 import comfy.model_base
 import comfy.model_management
 import comfy.model_patcher
@@ -46,7 +45,7 @@ import safetensors.torch
 import torch
 from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 
-from .model_folders import SMALL_MODEL_FOLDER, read_safetensors, read_safetensors_layout
+from .model_folders import read_safetensors, read_safetensors_layout
 from .state_layout import layout_differences
 from .taef2 import LATENT_CHANNELS, Taef2LatentFormat
 
@@ -176,8 +175,8 @@ def check_state_layout(config: SmallModelConfig, shapes: dict, where: str) -> No
 
 def save_small_model(path: str, unet_state: dict[str, torch.Tensor], config: SmallModelConfig | dict) -> None:
     """Write a small model file (the trainer's export); refuses a config or state the loader would refuse."""
-    config = config if isinstance(config, SmallModelConfig) else parse_config(config)
-    parse_config(config.to_json())  # a config built in code goes through the same checks as a file's
+    # A config built in code goes through the same checks as one read from a file.
+    config = parse_config(config.to_json() if isinstance(config, SmallModelConfig) else config, path)
     check_state_layout(config, {k: v.shape for k, v in unet_state.items()}, path)
     metadata = {"diorama_format": FORMAT, "diorama_format_version": FORMAT_VERSION, "config": config.to_json()}
     safetensors.torch.save_file({k: v.detach().contiguous().cpu() for k, v in unet_state.items()}, path, metadata)
@@ -204,7 +203,6 @@ class SmallModelSettings(comfy.supported_models_base.BASE):
     def __init__(self, config: SmallModelConfig):
         self.latent_format = lambda: Taef2LatentFormat(config.latent_scale, config.latent_shift)
         self.sampling_settings = dict(config.sampling)
-        self.small_model = config
         super().__init__(unet_arguments(config))
 
     def inpaint_model(self) -> bool:

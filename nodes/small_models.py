@@ -4,8 +4,8 @@ from __future__ import annotations
 import folder_paths
 from comfy_api.latest import io
 
-from ..loaders.model_folders import resolve_model_file
-from ..loaders.small_model import SMALL_MODEL_FOLDER, load_small_model
+from ..loaders.model_folders import SMALL_MODEL_FOLDER, resolve_model_file
+from ..loaders.small_model import load_small_model
 from ..loaders.taef2 import VAE_APPROX_FOLDER, load_taef2, resolve_pair, taef2_pairs
 from .common import CATEGORY
 
