@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 
 from ...ops import assets as A
-from ...ops.render import Box, Plane, Primitive, Sphere, in_camera, render
+from ...ops.render import Box, Plane, Primitive, Render, Sphere, in_camera, render
 from ...ops.render import Camera as RenderCamera
 from .frames import Frame, PairedFrames
 
@@ -139,14 +139,12 @@ def _render(camera: A.Camera, primitives: list[Primitive], light_world: tuple[fl
                   light=light, shadows=shadows)
 
 
-def _image(shot, sky: tuple[float, float, float]) -> torch.Tensor:
+def _image(shot: Render, sky: tuple[float, float, float]) -> torch.Tensor:
     rgb = torch.where((shot.instance < 0)[..., None], torch.tensor(sky, dtype=torch.float32), shot.rgb)
     return rgb.permute(2, 0, 1).contiguous()
 
 
-def _frame(scene: Scene, camera: A.Camera, primitives: list[Primitive], shadows: bool,
-           clean_plate: torch.Tensor | None = None) -> Frame:
-    shot = _render(camera, primitives, scene.light, shadows)
+def _frame(scene: Scene, camera: A.Camera, shot: Render, clean_plate: torch.Tensor | None = None) -> Frame:
     count = len(scene.objects)
     ids = tuple(range(1, count + 1))
     boxes2d = A.boxes_from_segmentation(shot.instance.clamp_min(0), count, count).tolist()
@@ -154,10 +152,6 @@ def _frame(scene: Scene, camera: A.Camera, primitives: list[Primitive], shadows:
                     for o, box in zip(scene.objects, boxes2d))
     masks = torch.stack([shot.instance == i for i in ids]) if ids else torch.zeros(0, *shot.instance.shape, dtype=torch.bool)
     return Frame(_image(shot, scene.sky), masks, ids, shot.depth, camera, boxes3d, clean_plate)
-
-
-def _visible_pixels(camera: A.Camera, primitives: list[Primitive], scene: Scene, instance: int) -> int:
-    return int((_render(camera, primitives, scene.light).instance == instance).sum())
 
 
 @contextmanager
@@ -213,20 +207,24 @@ class RenderedPairs(Sequence):
                 target_camera = random_camera(rng, self.size, azimuth)
                 source_camera = random_camera(rng, self.size, azimuth + rng.choice((-1, 1)) * math.radians(rng.uniform(30, 120)))
                 source_primitives = primitives if self.source_mode == "scene" else [scene.objects[object_id - 1].primitive]
-                visible = [_visible_pixels(target_camera, primitives, scene, object_id),
-                           _visible_pixels(source_camera, source_primitives, scene, object_id)]
-                if min(visible) >= min_pixels:
-                    return self._pair(index, scene, primitives, source_primitives, object_id, source_camera, target_camera)
+                target_shot = _render(target_camera, primitives, scene.light, self.shadows)
+                if int((target_shot.instance == object_id).sum()) < min_pixels:
+                    continue
+                source_shot = _render(source_camera, source_primitives, scene.light, self.shadows)
+                if int((source_shot.instance == object_id).sum()) >= min_pixels:
+                    return self._pair(index, scene, primitives, object_id, (source_camera, source_shot),
+                                      (target_camera, target_shot))
 
-    def _pair(self, index: int, scene: Scene, primitives: list[Primitive], source_primitives: list[Primitive],
-              object_id: int, source_camera: A.Camera, target_camera: A.Camera) -> PairedFrames:
+    def _pair(self, index: int, scene: Scene, primitives: list[Primitive], object_id: int,
+              source: tuple[A.Camera, Render], target: tuple[A.Camera, Render]) -> PairedFrames:
+        """The pair from the two accepted shots: plus the clean plate and the object alone in the target view."""
+        (source_camera, source_shot), (target_camera, target_shot) = source, target
         chosen = scene.objects[object_id - 1].primitive
         without = [p for p in primitives if p is not chosen]
         plate = _image(_render(target_camera, without, scene.light, self.shadows), scene.sky)
-        target = _frame(scene, target_camera, primitives, self.shadows, clean_plate=plate)
-        alone = _visible_pixels(target_camera, [chosen], scene, object_id)
-        visible = int(target.mask_of(object_id).sum())
-        return PairedFrames(_frame(scene, source_camera, source_primitives, self.shadows),
-                            target, object_id, origin=f"render seed={self.seed} index={index}",
+        target_frame = _frame(scene, target_camera, target_shot, clean_plate=plate)
+        alone = int((_render(target_camera, [chosen], scene.light).instance == object_id).sum())
+        visible = int(target_frame.mask_of(object_id).sum())
+        return PairedFrames(_frame(scene, source_camera, source_shot), target_frame, object_id, origin=f"render seed={self.seed} index={index}",
                             extras={"target_visible_fraction": visible / alone, "source_mode": self.source_mode,
                                     "names": {k + 1: object_name(o) for k, o in enumerate(scene.objects)}})
