@@ -28,7 +28,8 @@ class BatchSummary:
     quarantined: int  # rows given up after crashing their worker K times (this or an earlier run)
     seconds: float
     errors: list[dict] = field(default_factory=list)
-    # What each row run by this job reported: id, status, seconds (in its worker), worker, finished (epoch s).
+    # What each row run by this job reported: id, status, seconds (in its worker; execute_seconds of them inside
+    # ComfyUI's executor), worker, finished (epoch s).
     outcomes: list[dict] = field(default_factory=list)
 
 
@@ -114,7 +115,8 @@ def _run_rows(pending: list[Row], summary: BatchSummary, ledger: Ledger, workflo
     line_of = {row.id: row.line for row in pending}
     with tqdm(total=len(pending), unit="row", desc="batch", disable=not progress, file=sys.stderr) as bar:
         for outcome in results.iter_rows():
-            summary.outcomes.append({k: outcome[k] for k in ("id", "status", "seconds", "worker", "finished")})
+            summary.outcomes.append({k: outcome[k] for k in ("id", "status", "seconds", "execute_seconds", "worker",
+                                                                 "finished")})
             status = outcome["status"]
             if status in ("done", "skipped"):
                 summary.done += 1

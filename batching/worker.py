@@ -27,7 +27,8 @@ HUNG_ROW_EXIT = 75
 # Undeclared inputs reach no node function, but they are part of ComfyUI's cache key: one that names
 # the row makes the output nodes run for every row, even a row whose values equal an earlier row's.
 ROW_MARKER_INPUT = "diorama_batch_row"
-OUTCOME_COLUMNS = ("id", "key", "status", "message", "node_id", "node_type", "seconds", "worker", "finished")
+OUTCOME_COLUMNS = ("id", "key", "status", "message", "node_id", "node_type", "seconds", "execute_seconds", "worker",
+                   "finished")
 
 
 def cancel_point(*_args, **_kwargs) -> None:
@@ -109,10 +110,11 @@ class RowWorker:
         started = time.perf_counter()
         key = row.key
 
-        def outcome(status: str, message: str = "", node_id: str | None = None, node_type: str | None = None) -> dict:
+        def outcome(status: str, message: str = "", node_id: str | None = None, node_type: str | None = None,
+                    execute_seconds: float = 0.0) -> dict:
             return {"id": row.id, "key": key, "status": status, "message": message, "node_id": node_id or "",
-                    "node_type": node_type or "", "seconds": time.perf_counter() - started, "worker": worker_name(),
-                    "finished": time.time()}
+                    "node_type": node_type or "", "seconds": time.perf_counter() - started,
+                    "execute_seconds": execute_seconds, "worker": worker_name(), "finished": time.time()}
 
         if self.ledger.is_done(key):  # Ray re-delivers the rows of a block whose worker died
             return outcome("skipped")
@@ -126,32 +128,39 @@ class RowWorker:
             return outcome("quarantined", message)
         self.ledger.begin_attempt(key)
         try:
-            return outcome(*self._execute(row, key))
+            return outcome(**self._execute(row, key))
         finally:
             self.ledger.end_attempt(key)
             for leftover in self.scratch.iterdir():
-                shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+                if leftover.is_dir():
+                    shutil.rmtree(leftover)
+                else:
+                    leftover.unlink()
 
-    def _execute(self, row: Row, key: str) -> tuple:
+    def _execute(self, row: Row, key: str) -> dict[str, Any]:
+        """The row's outcome fields: status, and for a failure the message and the node it names."""
         prompt = copy.deepcopy(self.prompt)
         try:
             for target, value in row.values.items():
                 set_input(prompt, target, value, comfy_input_schema)
             outputs = validate(prompt)
         except WorkflowError as error:
-            return "failed", f"row {row.id!r}: {error}", error.node_id, error.node_type
+            return {"status": "failed", "message": f"row {row.id!r}: {error}", "node_id": error.node_id,
+                    "node_type": error.node_type}
         except ValueError as error:
-            return "failed", f"row {row.id!r}: {error}"
+            return {"status": "failed", "message": f"row {row.id!r}: {error}"}
         for node_id in outputs:
             prompt[node_id]["inputs"][ROW_MARKER_INPUT] = key
+        started = time.perf_counter()
         with RowDeadline(self.row_timeout, self.hang_grace) as deadline:
             try:
                 execute_prompt(prompt, self.executor)
             except Exception as error:  # the row failed, not the worker: report it and take the next row
                 self.ledger.discard(self.staging)
-                node_id, node_type = getattr(error, "node_id", None), getattr(error, "node_type", None)
-                if deadline.expired:
-                    return "failed", f"row {row.id!r}: timed out after {self.row_timeout:g} s ({error})", node_id, node_type
-                return "failed", f"row {row.id!r}: {error}", node_id, node_type
+                timed_out = f"timed out after {self.row_timeout:g} s: " if deadline.expired else ""
+                return {"status": "failed", "message": f"row {row.id!r}: {timed_out}{error}",
+                        "node_id": getattr(error, "node_id", None), "node_type": getattr(error, "node_type", None),
+                        "execute_seconds": time.perf_counter() - started}
+        execute_seconds = time.perf_counter() - started
         self.ledger.publish(self.staging, key)
-        return ("done",)
+        return {"status": "done", "execute_seconds": execute_seconds}

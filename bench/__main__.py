@@ -18,6 +18,9 @@ weights, bf16 where the CPU has it) on a 1024² image: prefill, decode tokens/s,
 of Locate → Depth Fuse → Depth-Aware Paste spent outside the VLM (target ≤ 2%).
 load (only when named; --minutes, default 10): a real ComfyUI server fed the depth-aware paste example by
 4 clients; prompts/minute sustained and the server's RSS over time, as a table and a PNG plot (--plot).
+batch (only when named; needs ray[data]; --rows, default 24): the depth-aware paste example as a Ray Data batch
+job with 1 and 2 workers: rows/s, each worker's cold start, and the per-row overhead over the single-machine
+runner on the same rows (target ≤ 5%).
 """
 from __future__ import annotations
 
@@ -43,12 +46,13 @@ def depth_anything_v2_small():
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("which", nargs="*", choices=["geometry", "composite", "conversion", "bifrost", "neural-assets",
-                                                      "locate", "load"],
+                                                      "locate", "load", "batch"],
                         default=["geometry", "composite", "bifrost", "neural-assets"])
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024, 2048, 4096])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--minutes", type=float, default=10.0, help="load: how long to keep the server busy")
     parser.add_argument("--plot", default="output/bench_load.png", help="load: where to save the PNG plot")
+    parser.add_argument("--rows", type=int, default=24, help="batch: manifest rows per run")
     args = parser.parse_args()
     if "conversion" in args.which:  # the converter runs in a child process: no ComfyUI needed here
         from .conversion import bench_conversion
@@ -88,6 +92,10 @@ def main() -> None:
         from .load import bench_load
 
         bench_load(args.minutes, Path(args.plot))
+    if "batch" in args.which:
+        from .batch import bench_batch
+
+        bench_batch(args.rows)
 
 
 def bench_geometry(node: dict, sizes: list[int], repeats: int) -> None:
