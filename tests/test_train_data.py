@@ -11,7 +11,10 @@ import torch
 from PIL import Image
 
 from diorama.ops import assets as A
+from diorama.ops.keypoints import COCO17
 from diorama.training.data.box_video import convert_movi
+from diorama.training.data.rendered import HUE_WORDS
+from diorama.training.data.stick_figure import POSES, random_figure
 from diorama.training.data.sources import open_source
 from neural_assets_scenes import load_scene, scene_camera, scene_objects
 
@@ -70,10 +73,17 @@ def test_rendered_pairs_have_every_field(rendered):
         assert pair.source.instance_ids == pair.target.instance_ids
 
 
-def test_rendered_boxes_cameras_and_depth_agree(rendered):
+@pytest.fixture(scope="module")
+def rendered_people():
+    source = open_source({"kind": "rendered", "count": 6, "size": 96, "seed": 5, "people": 1.0})
+    return [source[i] for i in range(len(source))]
+
+
+@pytest.mark.parametrize("pairs", ["rendered", "rendered_people"])
+def test_rendered_boxes_cameras_and_depth_agree(pairs, request):
     """Depth back-projected through the stated camera lands on the stated 3D box (or the ground at z = 0),
     and each frame's 2D box is its mask's extent."""
-    for pair in rendered:
+    for pair in request.getfixturevalue(pairs):
         frame = pair.target
         for k, instance in enumerate(frame.instance_ids):
             mask, asset = frame.masks[k], frame.boxes3d[k]
@@ -85,8 +95,9 @@ def test_rendered_boxes_cameras_and_depth_agree(rendered):
             half = torch.tensor(asset.size, dtype=torch.float64) / 2
             assert bool((local.abs() <= half + 1e-3).all()), f"{pair.origin}: object {instance} off its 3D box"
             ys, xs = torch.nonzero(mask, as_tuple=True)
-            expected = (int(ys.min()) / SIZE, int(xs.min()) / SIZE, (int(ys.max()) + 1) / SIZE, (int(xs.max()) + 1) / SIZE)
-            assert asset.source_box == pytest.approx(expected)
+            h, w = mask.shape
+            assert asset.source_box == pytest.approx((int(ys.min()) / h, int(xs.min()) / w, (int(ys.max()) + 1) / h,
+                                                      (int(xs.max()) + 1) / w))
         ground = ~frame.masks.any(0) & torch.isfinite(frame.depth)
         assert float(_world_points(frame, ground)[:, 2].abs().max()) < 1e-3
 
@@ -160,6 +171,40 @@ def test_rendered_names_say_shape_and_colour(rendered):
     assert checked >= 3
 
 
+def test_rendered_people_have_keypoints_on_their_silhouette_and_a_caption(rendered_people):
+    on_body = 0
+    for pair in rendered_people:
+        assert pair.object_id == 1 and pair.extras["names"][1] == "person"
+        assert pair.keypoints.shape == (17, 3)
+        colour, pose = pair.caption.removeprefix("a person in ").split(" ", 1)
+        assert colour in {word for _, word in HUE_WORDS} | {"grey"} and pose in {p for _, p in POSES}
+        mask = pair.target.mask_of(1)
+        for (x, y, v), hidden in zip(pair.keypoints.tolist(), pair.extras["keypoints_occluded"]):
+            if v == 0:
+                assert (x, y) == (0.0, 0.0)
+                continue
+            assert 0 <= x < 96 and 0 <= y < 96
+            near = mask[max(0, int(y) - 1):int(y) + 2, max(0, int(x) - 1):int(x) + 2]
+            if not hidden:  # a joint nothing hides lies on the drawn body (within a pixel: limbs are thin)
+                assert bool(near.any()), f"{pair.origin}: keypoint ({x:.1f}, {y:.1f}) off the person"
+                on_body += 1
+    assert on_body >= 6 * 12
+
+
+def test_stick_figure_left_is_the_persons_left():
+    import random as stdlib_random
+    for seed in range(10):
+        figure = random_figure(stdlib_random.Random(seed), 1, 0.0, 0.0, (1, 0, 0), (1, 1, 1))
+        j = dict(zip(COCO17, figure.joints))
+        facing = j["nose"] - (j["left_ear"] + j["right_ear"]) / 2
+        left = torch.linalg.cross(torch.tensor((0.0, 0.0, 1.0), dtype=torch.float64), facing)  # z up × forward
+        assert float((j["left_shoulder"] - j["right_shoulder"]) @ left) > 0
+        for side in ("left", "right"):
+            raised = float(j[f"{side}_wrist"][2]) > float(j[f"{side}_shoulder"][2])
+            assert raised == (f"raising the {side} arm" in figure.pose or figure.pose == "raising both arms")
+        assert float(figure.joints[:, 2].min()) > 0, "the figure stands on the ground, not in it"
+
+
 def test_rendered_object_alone_source():
     pair = open_source({"kind": "rendered", "count": 2, "size": SIZE, "seed": 3, "source_mode": "object"})[1]
     assert pair.extras["source_mode"] == "object"
@@ -177,6 +222,7 @@ def test_rendered_object_alone_source():
     ({"kind": "rendered", "count": 0}, "count must be a whole number >= 1"),
     ({"kind": "rendered", "count": 2, "source_mode": "alone"}, "source_mode must be one of scene, object"),
     ({"kind": "rendered", "count": 2, "shadows": "yes"}, "shadows must be true or false"),
+    ({"kind": "rendered", "count": 2, "people": 1.5}, r"people must be a probability in 0..1, got 1.5"),
 ])
 def test_open_source_refuses_bad_specs(spec, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):

@@ -33,6 +33,7 @@ from ...ops import assets as A
 from ...ops.render import Box, Plane, Primitive, Render, Sphere, in_camera, render
 from ...ops.render import Camera as RenderCamera
 from .frames import Frame, PairedFrames
+from .stick_figure import StickFigure, random_figure
 
 SOURCE_MODES = ("scene", "object")
 MIN_SIZE = 16
@@ -48,10 +49,12 @@ HUE_WORDS = ((15, "red"), (45, "orange"), (70, "yellow"), (165, "green"), (200, 
 
 @dataclass(frozen=True)
 class SceneObject:
-    primitive: Box | Sphere  # world frame
+    primitives: tuple[Primitive, ...]  # world frame, all with the object's instance id
     asset_centre: tuple[float, float, float]
     asset_size: tuple[float, float, float]
     asset_rotation: tuple[tuple[float, float, float], ...]  # object → world
+    name: str  # "red box", "blue ball", "person"
+    figure: StickFigure | None = None  # a person: its joints and pose
 
 
 @dataclass(frozen=True)
@@ -77,39 +80,51 @@ def _object(rng: random.Random, instance: int, x: float, y: float) -> SceneObjec
         rotation = tuple(map(tuple, A.rotation_from_ypr(yaw, 0.0, 0.0).tolist()))
         centre = (x, y, size[2] / 2)
         pattern = rng.choice(("plain", "stripes", "checker"))
-        box = Box(centre=centre, size=size, colour=_colour(rng), rotation=rotation, instance=instance,
+        colour = _colour(rng)
+        box = Box(centre=centre, size=size, colour=colour, rotation=rotation, instance=instance,
                   stripes=rng.uniform(0.08, 0.2) if pattern == "stripes" else 0.0,
                   checker=rng.uniform(0.1, 0.25) if pattern == "checker" else 0.0)
-        return SceneObject(box, centre, size, rotation)
+        return SceneObject((box,), centre, size, rotation, f"{colour_word(colour)} box")
     radius = rng.uniform(0.2, 0.55)
     centre = (x, y, radius)
     # Turned about the vertical, so a checkered ball shows its pose; the asset box turns with it.
     rotation = tuple(map(tuple, A.rotation_from_ypr(rng.uniform(0, 2 * math.pi), 0.0, 0.0).tolist()))
     checker = rng.choice((0, 0, 6, 8, 10, 12))
-    return SceneObject(Sphere(centre=centre, radius=radius, colour=_colour(rng), instance=instance, checker=checker,
-                              rotation=rotation), centre, (2 * radius,) * 3, rotation)
+    colour = _colour(rng)
+    return SceneObject((Sphere(centre=centre, radius=radius, colour=colour, instance=instance, checker=checker,
+                               rotation=rotation),), centre, (2 * radius,) * 3, rotation, f"{colour_word(colour)} ball")
 
 
-def object_name(obj: SceneObject) -> str:
-    hue, saturation, _ = colorsys.rgb_to_hsv(*obj.primitive.colour)
-    colour = "grey" if saturation < 0.2 else next(word for bound, word in HUE_WORDS if hue * 360 < bound)
-    return f"{colour} {'box' if isinstance(obj.primitive, Box) else 'ball'}"
+def _person(rng: random.Random, instance: int, x: float, y: float) -> SceneObject:
+    clothes = _colour(rng)
+    skin = rng.choice(((0.95, 0.8, 0.65), (0.8, 0.6, 0.45), (0.55, 0.38, 0.26), (0.35, 0.24, 0.17)))
+    figure = random_figure(rng, instance, x, y, clothes, skin)
+    return SceneObject(figure.primitives, figure.centre, figure.size, figure.rotation, "person", figure)
+
+
+def colour_word(colour: tuple[float, float, float]) -> str:
+    hue, saturation, _ = colorsys.rgb_to_hsv(*colour)
+    return "grey" if saturation < 0.2 else next(word for bound, word in HUE_WORDS if hue * 360 < bound)
 
 
 def _footprint(obj: SceneObject) -> float:
     return math.hypot(obj.asset_size[0], obj.asset_size[1]) / 2
 
 
-def random_scene(rng: random.Random) -> Scene:
+def random_scene(rng: random.Random, people: float = 0.0) -> Scene:
+    """`people`: the probability that the first object is a stick-figure person (no draw when 0, so scenes
+    without people do not depend on the option)."""
     ground = Plane(point=(0.0, 0.0, 0.0), normal=(0.0, 0.0, 1.0), colour=_colour(rng),
                    checker=rng.choice((0.0, rng.uniform(0.3, 0.9))))
     objects: list[SceneObject] = []
     wanted = rng.randint(3, 5)
+    person = people > 0 and rng.random() < people
     for _ in range(wanted * 10):  # rejection sampling: objects must not interpenetrate
         if len(objects) == wanted:
             break
         angle, distance = rng.uniform(0, 2 * math.pi), GROUP_RADIUS * math.sqrt(rng.random())
-        candidate = _object(rng, len(objects) + 1, distance * math.cos(angle), distance * math.sin(angle))
+        make = _person if person and not objects else _object
+        candidate = make(rng, len(objects) + 1, distance * math.cos(angle), distance * math.sin(angle))
         if all(math.dist(candidate.asset_centre[:2], other.asset_centre[:2]) > _footprint(candidate) + _footprint(other)
                for other in objects):
             objects.append(candidate)
@@ -154,6 +169,25 @@ def _frame(scene: Scene, camera: A.Camera, shot: Render, clean_plate: torch.Tens
     return Frame(_image(shot, scene.sky), masks, ids, shot.depth, camera, boxes3d, clean_plate)
 
 
+def _keypoints(figure: StickFigure, camera: A.Camera, shot: Render, instance: int) -> tuple[torch.Tensor, list[bool]]:
+    """[17, 3] COCO keypoints in target pixels (x, y, 1; 0 where the joint is behind the camera or outside
+    the image), and per joint whether something else hides it (the pixel shows another surface that is
+    nearer than the joint, beyond the depth of a limb)."""
+    uvd = A.project(A.to_camera(figure.joints, camera), camera)
+    height, width = camera.image_hw
+    x, y, z = uvd[:, 0] * width, uvd[:, 1] * height, uvd[:, 2]
+    inside = (z > 0) & (x >= 0) & (x < width) & (y >= 0) & (y < height)
+    occluded = []
+    for i in range(17):
+        if not bool(inside[i]):
+            occluded.append(False)
+            continue
+        row, col = int(y[i]), int(x[i])
+        occluded.append(int(shot.instance[row, col]) != instance and float(shot.depth[row, col]) < float(z[i]) - 0.1)
+    points = torch.stack((x, y, inside.double()), dim=1).float()
+    return torch.where(inside[:, None], points, torch.zeros_like(points)), occluded
+
+
 @contextmanager
 def _one_thread() -> Iterator[None]:
     """A pair is thousands of tiny tensor ops on 64² images; spread over threads they cost more than they
@@ -170,7 +204,8 @@ def _one_thread() -> Iterator[None]:
 class RenderedPairs(Sequence):
     """`count` random scenes at `size`² px; pair `index` is the same for the same (seed, index)."""
 
-    def __init__(self, count: int, size: int = 64, seed: int = 0, source_mode: str = "scene", shadows: bool = True):
+    def __init__(self, count: int, size: int = 64, seed: int = 0, source_mode: str = "scene", shadows: bool = True,
+                 people: float = 0.0):
         if int(count) != count or count < 1:
             raise ValueError(f"rendered source: count must be a whole number >= 1, got {count!r}")
         if int(size) != size or size < MIN_SIZE:
@@ -181,8 +216,10 @@ class RenderedPairs(Sequence):
             raise ValueError(f"rendered source: source_mode must be one of {', '.join(SOURCE_MODES)}, got {source_mode!r}")
         if not isinstance(shadows, bool):
             raise ValueError(f"rendered source: shadows must be true or false, got {shadows!r}")
+        if isinstance(people, bool) or not isinstance(people, (int, float)) or not 0 <= people <= 1:
+            raise ValueError(f"rendered source: people must be a probability in 0..1, got {people!r}")
         self.count, self.size, self.seed, self.source_mode = int(count), int(size), int(seed), source_mode
-        self.shadows = shadows
+        self.shadows, self.people = shadows, float(people)
 
     def __len__(self) -> int:
         return self.count
@@ -199,14 +236,16 @@ class RenderedPairs(Sequence):
         rng = random.Random(f"diorama.render:{self.seed}:{index}")
         min_pixels = max(4, round(MIN_VISIBLE_PIXELS_FRACTION * self.size ** 2))
         while True:
-            scene = random_scene(rng)
-            primitives = [scene.ground] + [o.primitive for o in scene.objects]
+            scene = random_scene(rng, self.people)
+            primitives = [scene.ground] + [p for o in scene.objects for p in o.primitives]
             object_id = rng.randint(1, len(scene.objects))
+            if scene.objects[0].figure is not None:
+                object_id = 1  # a scene with a person is about the person
             for _ in range(CAMERA_TRIES):
                 azimuth = rng.uniform(0, 2 * math.pi)
                 target_camera = random_camera(rng, self.size, azimuth)
                 source_camera = random_camera(rng, self.size, azimuth + rng.choice((-1, 1)) * math.radians(rng.uniform(30, 120)))
-                source_primitives = primitives if self.source_mode == "scene" else [scene.objects[object_id - 1].primitive]
+                source_primitives = primitives if self.source_mode == "scene" else list(scene.objects[object_id - 1].primitives)
                 target_shot = _render(target_camera, primitives, scene.light, self.shadows)
                 if int((target_shot.instance == object_id).sum()) < min_pixels:
                     continue
@@ -219,12 +258,18 @@ class RenderedPairs(Sequence):
               source: tuple[A.Camera, Render], target: tuple[A.Camera, Render]) -> PairedFrames:
         """The pair from the two accepted shots: plus the clean plate and the object alone in the target view."""
         (source_camera, source_shot), (target_camera, target_shot) = source, target
-        chosen = scene.objects[object_id - 1].primitive
-        without = [p for p in primitives if p is not chosen]
+        chosen = scene.objects[object_id - 1]
+        without = [p for p in primitives if p.instance != object_id]
         plate = _image(_render(target_camera, without, scene.light, self.shadows), scene.sky)
         target_frame = _frame(scene, target_camera, target_shot, clean_plate=plate)
-        alone = int((_render(target_camera, [chosen], scene.light).instance == object_id).sum())
+        alone = int((_render(target_camera, list(chosen.primitives), scene.light).instance == object_id).sum())
         visible = int(target_frame.mask_of(object_id).sum())
-        return PairedFrames(_frame(scene, source_camera, source_shot), target_frame, object_id, origin=f"render seed={self.seed} index={index}",
-                            extras={"target_visible_fraction": visible / alone, "source_mode": self.source_mode,
-                                    "names": {k + 1: object_name(o) for k, o in enumerate(scene.objects)}})
+        extras = {"target_visible_fraction": visible / alone, "source_mode": self.source_mode,
+                  "names": {k + 1: o.name for k, o in enumerate(scene.objects)}}
+        caption, keypoints = None, None
+        if chosen.figure is not None:
+            caption = f"a person in {colour_word(chosen.primitives[0].colour)} {chosen.figure.pose}"
+            keypoints, extras["keypoints_occluded"] = _keypoints(chosen.figure, target_camera, target_shot, object_id)
+        return PairedFrames(_frame(scene, source_camera, source_shot), target_frame, object_id,
+                            origin=f"render seed={self.seed} index={index}", caption=caption, keypoints=keypoints,
+                            extras=extras)
