@@ -98,8 +98,8 @@ def test_real_taef2_round_trips_a_render_and_random_weights_do_not(taef2, node_c
 
     random_vae = Taef2VAE(tiny_sd.initialise(Taef2(), 0))
     with torch.inference_mode():
-        random_decoded = random_vae.decode(random_vae.encode(image))
-    assert psnr(random_decoded, image) <= 10.0
+        random_decoded = random_vae.decode(random_vae.encode(image[:, 64:192, 64:192]))
+    assert psnr(random_decoded, image[:, 64:192, 64:192]) <= 10.0
 
     # Everything ComfyUI's own VAE constructor sets for an image VAE is set here too.
     stock = comfy.sd.VAE(sd=tiny_sd.taesd_state_dict(0))
