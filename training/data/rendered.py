@@ -1,12 +1,13 @@
 """Diorama's own renderer (ops/render.py) as a source of paired frames with exact ground truth.
 
 Each index is a random scene, deterministic by (seed, index): a ground plane (plain or checkered),
-3-5 boxes (any yaw; plain, striped or checkered) and spheres (plain or with a longitude/latitude
-checker, turned about the vertical) of random colours standing close together on it,
-a light fixed in the world (objects cast shadows unless `shadows` is false; the clean plate loses
-the object's shadow with the object), and two cameras looking at the group from different directions. One
-object visible in both views is the pair's `object_id`; the others may hide part of it (how much is
-in `extras["target_visible_fraction"]`).
+3-5 boxes (any yaw; plain, striped or checkered) and balls (plain or with a longitude/latitude
+checker, turned about the vertical) of random colours standing close together on it, a light fixed
+in the world (objects cast shadows unless `shadows` is false; the clean plate loses the object's
+shadow with the object), and two cameras looking at the group from different directions. One object
+visible in both views is the pair's `object_id`; the others may hide part of it. With `people` > 0 a
+scene may hold a posed stick-figure person (stick_figure.py), who is then the pair's object, with
+COCO-17 `keypoints` in the target and a `caption`.
 
 World frame: z up, ground at z = 0 (as ops.assets and Kubric); cameras are OpenCV world → camera.
 Instance ids are 1..N (ops.assets.boxes_from_segmentation's convention); every object is listed in
@@ -16,7 +17,8 @@ both frames (an object out of view has an empty mask and a zero source box). Eac
 `extras`: "target_visible_fraction" (visible pixels of the object in the target / its pixels when
 rendered alone from the target camera), "source_mode" ("scene", or "object": the source frame shows
 the object alone on the sky colour, seen from the source camera), "names" ({instance id: "red box",
-"blue ball", …}: colour word of the object's hue + shape, for sentence-building recipes).
+"blue ball", "person", …}: colour word of the object's hue + shape, for sentence-building recipes),
+"keypoints_occluded" (people only: per joint, whether another object hides it in the target).
 """
 from __future__ import annotations
 
@@ -165,7 +167,7 @@ def _frame(scene: Scene, camera: A.Camera, shot: Render, clean_plate: torch.Tens
     boxes2d = A.boxes_from_segmentation(shot.instance.clamp_min(0), count, count).tolist()
     boxes3d = tuple(A.Asset(o.asset_centre, o.asset_size, o.asset_rotation, tuple(box))
                     for o, box in zip(scene.objects, boxes2d))
-    masks = torch.stack([shot.instance == i for i in ids]) if ids else torch.zeros(0, *shot.instance.shape, dtype=torch.bool)
+    masks = torch.stack([shot.instance == i for i in ids])
     return Frame(_image(shot, scene.sky), masks, ids, shot.depth, camera, boxes3d, clean_plate)
 
 
