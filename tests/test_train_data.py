@@ -648,3 +648,10 @@ def test_movi_converter_command_line(tmp_path):
     source = open_source({"kind": "box_video", "root": str(tmp_path / "dataset")})
     assert {source[i].extras["video"] for i in range(len(source))} == {"scene2"}
     assert {source[i].object_id for i in range(len(source))} == {1, 2}
+
+
+@pytest.mark.parametrize("kind, option", [("video_segmentation", "videos"), ("multiview", "objects"), ("box_video", "videos")])
+def test_folder_choice_must_be_a_list_of_names(tmp_path, kind, option):
+    with pytest.raises(ValueError, match=rf"{option} must be a list of folder names in \S+, got 'v1'"):
+        open_source({"kind": kind, "root": str(_write_vos(tmp_path) if kind == "video_segmentation" else tmp_path),
+                     option: "v1"})

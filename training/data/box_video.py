@@ -35,7 +35,7 @@ import torch
 from PIL import Image
 
 from ...ops import assets as A
-from .files import images_in, read_instance_map, read_json, read_rgb, require_folder, require_same_size
+from .files import images_in, read_instance_map, read_json, read_rgb, require_folder, require_same_size, subfolders
 from .frames import Frame, PairedFrames
 from .pairs import OrderedPairs
 
@@ -226,7 +226,7 @@ class BoxVideoPairs(Sequence):
         require_folder(self.root, "3D-box video dataset")
         if int(min_pixels) != min_pixels or min_pixels < 1:
             raise ValueError(f"box video source: min_pixels must be a whole number >= 1, got {min_pixels!r}")
-        names = sorted(p.name for p in self.root.iterdir() if p.is_dir()) if videos is None else list(videos)
+        names = subfolders(self.root, videos, "box video source: videos")
         if not names:
             raise ValueError(f"3D-box video dataset {self.root} has no video folders; expected ROOT/<video>/frames/")
         self.videos = {name: _video(self.root, name) for name in names}

@@ -68,6 +68,16 @@ def require_same_size(image: torch.Tensor, image_path: Path, mask: torch.Tensor,
                          f"{image.shape[-1]}x{image.shape[-2]} px; a mask must have its image's size")
 
 
+def subfolders(folder: Path, chosen, option: str) -> list[str]:
+    """The names of the folders directly inside `folder`, sorted, or the `chosen` list (a source's
+    `videos`/`objects` option) after checking it is a list of names."""
+    if chosen is None:
+        return sorted(p.name for p in folder.iterdir() if p.is_dir())
+    if not isinstance(chosen, (list, tuple)) or not all(isinstance(name, str) and name for name in chosen):
+        raise ValueError(f"{option} must be a list of folder names in {folder}, got {chosen!r}")
+    return list(chosen)
+
+
 def require_folder(path: Path, what: str) -> None:
     if not path.is_dir():
         raise ValueError(f"{what}: folder {path} does not exist")

@@ -17,7 +17,8 @@ from pathlib import Path
 from PIL import Image
 
 from ...ops.assets import Camera
-from .files import IMAGE_SUFFIXES, read_binary_mask, read_json, read_rgb, read_rgba, require_folder, require_same_size
+from .files import (IMAGE_SUFFIXES, read_binary_mask, read_json, read_rgb, read_rgba, require_folder, require_same_size,
+                    subfolders)
 from .frames import Frame, PairedFrames
 from .pairs import OrderedPairs
 
@@ -92,7 +93,7 @@ class MultiviewPairs(Sequence):
     def __init__(self, root: str, objects: list[str] | None = None):
         self.root = Path(root)
         require_folder(self.root, "multi-view dataset")
-        names = sorted(p.name for p in self.root.iterdir() if p.is_dir()) if objects is None else list(objects)
+        names = subfolders(self.root, objects, "multi-view source: objects")
         if not names:
             raise ValueError(f"multi-view dataset {self.root} has no object folders; expected ROOT/<object>/<view>.png")
         for name in names:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from .files import images_in, read_instance_map, read_json, read_rgb, require_folder, require_same_size
+from .files import images_in, read_instance_map, read_json, read_rgb, require_folder, require_same_size, subfolders
 from .frames import Frame, PairedFrames
 from .pairs import OrderedPairs
 
@@ -109,7 +109,7 @@ class VideoSegmentationPairs(Sequence):
             require_folder(self.root / sub, "video segmentation dataset (YouTube-VOS layout: JPEGImages/, Annotations/)")
         if int(min_pixels) != min_pixels or min_pixels < 1:
             raise ValueError(f"video segmentation source: min_pixels must be a whole number >= 1, got {min_pixels!r}")
-        names = sorted(p.name for p in (self.root / "JPEGImages").iterdir() if p.is_dir()) if videos is None else list(videos)
+        names = subfolders(self.root / "JPEGImages", videos, "video segmentation source: videos")
         if not names:
             raise ValueError(f"video segmentation dataset {self.root} has no videos: {self.root / 'JPEGImages'} is empty")
         meta = read_json(self.root / "meta.json") if (self.root / "meta.json").exists() else None
