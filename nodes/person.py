@@ -84,6 +84,12 @@ def image_embeddings(clip_vision, crops: torch.Tensor, adapter: LoadedPersonAdap
     if kind != wanted:
         raise ValueError(f"the person adapter {adapter.name} was trained on {wanted} embeddings but clip_vision is "
                          f"{kind}; load the image encoder the adapter names")
+    return pooled_embeddings(clip_vision, crops, kind)
+
+
+def pooled_embeddings(clip_vision, crops: torch.Tensor, kind: str) -> torch.Tensor:
+    """Square crops [B,S,S,3] → [B, D]: DINOv2's final-norm class token or CLIP's image_embeds (also what
+    the person training recipe feeds the adapter, so training and inference see the same vectors)."""
     if kind == "dinov2":
         return dinov2_tokens(clip_vision, dino_pixels(file_pixels(crops)))[:, 0]
     # The crop is already square at the adapter's size; crop=False keeps ComfyUI from cutting it again.
