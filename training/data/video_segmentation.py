@@ -151,6 +151,7 @@ class VideoSegmentationPairs(Sequence):
         require_same_size(image, image_path, ids, mask_path)
         masks = torch.stack([ids == i for i in video.instances])
         if not bool(masks[video.instances.index(instance)].any()):
+            # Only meta.json can list a frame without reading its mask (a scan lists the frames it saw).
             raise ValueError(f"instance {instance} is empty in {mask_path}, but {self.root / 'meta.json'} lists frame "
-                             f"{name!r} for it")
+                             f"{name!r} for it (or the mask changed since the source opened)")
         return Frame(image, masks, video.instances)
