@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 
-from .batching.job import run_batch
+from .batching.job import WorkerStartError, run_batch
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
                             address=args.address, base_directory=args.base_dir, row_timeout=args.row_timeout,
                             max_attempts=args.max_attempts, hang_grace=args.hang_grace, progress=not args.quiet,
                             verbose=args.verbose)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, WorkerStartError) as error:
         sys.stderr.write(f"error: {error}\n")
         return 2
     except KeyboardInterrupt:

@@ -19,6 +19,10 @@ from .worker import RowWorker
 log = logging.getLogger(__name__)
 
 
+class WorkerStartError(RuntimeError):
+    """A worker could not start (its ComfyUI failed to boot or to read the workflow): no row can run."""
+
+
 @dataclass
 class BatchSummary:
     rows: int  # rows in the manifest (bad lines included)
@@ -107,26 +111,36 @@ def _run_rows(pending: list[Row], summary: BatchSummary, ledger: Ledger, workflo
     dataset = ray.data.from_items([{"id": r.id, "values": json.dumps(r.values), "line": r.line} for r in pending],
                                   override_num_blocks=len(pending))  # one row per block: a retry repeats one row
     results = dataset.map_batches(
-        RowWorker, batch_size=1, compute=ray.data.ActorPoolStrategy(size=workers), num_gpus=gpus_per_worker, num_cpus=cpus_per_worker,
-        runtime_env=worker_runtime_env(),
+        RowWorker, batch_size=1, compute=ray.data.ActorPoolStrategy(size=workers), num_gpus=gpus_per_worker,
+        num_cpus=cpus_per_worker, runtime_env=worker_runtime_env(),
         fn_constructor_kwargs={"workflow": workflow, "out_dir": str(ledger.out), "base_directory": base_directory,
                                "row_timeout": row_timeout, "max_attempts": max_attempts, "hang_grace": hang_grace,
                                "verbose": verbose})
     line_of = {row.id: row.line for row in pending}
     with tqdm(total=len(pending), unit="row", desc="batch", disable=not progress, file=sys.stderr) as bar:
-        for outcome in results.iter_rows():
-            summary.outcomes.append({k: outcome[k] for k in ("id", "status", "seconds", "execute_seconds", "worker",
-                                                                 "finished")})
-            status = outcome["status"]
-            if status in ("done", "skipped"):
-                summary.done += 1
-            else:
-                entry = {"id": outcome["id"], "line": line_of[outcome["id"]], "status": status,
-                         "error": outcome["message"], "node_id": outcome["node_id"] or None,
-                         "node_type": outcome["node_type"] or None}
-                summary.errors.append(entry)
-                ledger.add_error(entry)
-                summary.failed += status == "failed"
-                summary.quarantined += status == "quarantined"
-            bar.update(1)
-            bar.set_postfix(done=summary.done, failed=summary.failed + summary.quarantined)
+        try:
+            _collect(results.iter_rows(), summary, ledger, line_of, bar)
+        except ray.exceptions.RayActorError as error:
+            # Ray restarts a worker that dies while running rows; one that reaches here failed in its constructor.
+            cause = [line for line in str(error).splitlines() if line.strip()][-1]
+            raise WorkerStartError(f"a batch worker could not start: {cause}") from None
+
+
+def _collect(outcomes, summary: BatchSummary, ledger: Ledger, line_of: dict[str, int], bar) -> None:
+    """Count each row's outcome and add failures to the error table as they arrive."""
+    for outcome in outcomes:
+        summary.outcomes.append({k: outcome[k] for k in ("id", "status", "seconds", "execute_seconds", "worker",
+                                                         "finished")})
+        status = outcome["status"]
+        if status in ("done", "skipped"):
+            summary.done += 1
+        else:
+            entry = {"id": outcome["id"], "line": line_of[outcome["id"]], "status": status,
+                     "error": outcome["message"], "node_id": outcome["node_id"] or None,
+                     "node_type": outcome["node_type"] or None}
+            summary.errors.append(entry)
+            ledger.add_error(entry)
+            summary.failed += status == "failed"
+            summary.quarantined += status == "quarantined"
+        bar.update(1)
+        bar.set_postfix(done=summary.done, failed=summary.failed + summary.quarantined)

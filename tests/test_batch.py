@@ -5,6 +5,7 @@ test-only pass-through node after the paste that crashes, runs slowly or hangs (
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import signal
@@ -20,6 +21,7 @@ import ray
 from PIL import Image
 
 from diorama.batching.job import run_batch
+from diorama.batching.ledger import Ledger
 from diorama.batching.manifest import Row, read_manifest
 from diorama.batching.worker import HUNG_ROW_EXIT
 from diorama.ops import bundled_scene
@@ -274,3 +276,23 @@ def test_a_row_that_ignores_the_interrupt_ends_its_worker_process():
     assert "interrupt raised: True" in result.stdout
     assert "ignored the interrupt" in result.stderr
     assert time.monotonic() - started < 60
+
+
+def test_an_out_folder_takes_one_driver_and_one_workflow(tmp_path):
+    ledger = Ledger(tmp_path / "out")
+    lock = ledger.claim({"1": {"class_type": "A", "inputs": {}}})
+    with pytest.raises(ValueError, match="another batch driver is running into"):
+        Ledger(tmp_path / "out").claim({"1": {"class_type": "A", "inputs": {}}})
+    lock.release()
+    with pytest.raises(ValueError, match="holds the outputs of another workflow .* use a new --out folder"):
+        Ledger(tmp_path / "out").claim({"1": {"class_type": "B", "inputs": {}}})
+    Ledger(tmp_path / "out").claim({"1": {"class_type": "A", "inputs": {}}}).release()
+
+
+def test_output_names_follow_the_row_id_and_values_only():
+    row = Row("r1", {"1.width": 64, "Save.filename_prefix": "x"}, 1)
+    # The hash is of the values in canonical JSON (sorted keys), computed here independently.
+    expected = hashlib.sha256(b'{"1.width":64,"Save.filename_prefix":"x"}').hexdigest()[:12]
+    assert row.key == f"r1-{expected}"
+    assert Row("r1", {"Save.filename_prefix": "x", "1.width": 64}, 9).key == row.key, "key order and line do not matter"
+    assert Row("r1", {"1.width": 72, "Save.filename_prefix": "x"}, 1).key != row.key
