@@ -655,3 +655,15 @@ def test_folder_choice_must_be_a_list_of_names(tmp_path, kind, option):
     with pytest.raises(ValueError, match=rf"{option} must be a list of folder names in \S+, got 'v1'"):
         open_source({"kind": kind, "root": str(_write_vos(tmp_path) if kind == "video_segmentation" else tmp_path),
                      option: "v1"})
+
+
+def test_video_segmentation_davis_folders(tmp_path):
+    _write_vos(tmp_path / "vos")
+    for sub in ("JPEGImages", "Annotations"):  # DAVIS: one more level, the resolution
+        (tmp_path / "davis" / sub).mkdir(parents=True)
+        shutil.move(tmp_path / "vos" / sub, tmp_path / "davis" / sub / "480p")
+    source = open_source({"kind": "video_segmentation", "root": str(tmp_path / "davis"),
+                          "images": "JPEGImages/480p", "annotations": "Annotations/480p"})
+    assert len(source) == 10 and "JPEGImages/480p/v1" in source[0].origin
+    with pytest.raises(ValueError, match=r"folder \S+davis/JPEGImages/v1 does not exist"):
+        open_source({"kind": "video_segmentation", "root": str(tmp_path / "davis"), "videos": ["v1"]})

@@ -5,6 +5,9 @@
     ROOT/meta.json                          optional: {"videos": {<video>: {"objects": {"<id>": {"category": ...,
                                             "frames": [<frame>, ...]}}}}} (YouTube-VOS's train meta)
 
+The two folders are options (`images`, `annotations`, relative to ROOT), e.g. DAVIS's
+"JPEGImages/480p" and "Annotations/480p".
+
 `extras`: "video", "frames" (the two frame names) and, with meta.json, "names" ({instance id: category}).
 
 Every frame needs its mask (YouTube-VOS's train split: the annotated frames, every 5th). A pair is
@@ -43,25 +46,26 @@ class Video:
     names: dict[int, str]  # instance id → category (meta.json), for sentence-building recipes
 
 
-def _check_frames_match(root: Path, video: str, images: dict[str, Path], masks: dict[str, Path]) -> None:
+def _check_frames_match(frames_dir: Path, masks_dir: Path, video: str, images: dict[str, Path],
+                        masks: dict[str, Path]) -> None:
     without_mask = [images[name] for name in images if name not in masks]
     without_image = [masks[name] for name in masks if name not in images]
     if not images:
-        raise ValueError(f"video {video!r} has no frames: {root / 'JPEGImages' / video} holds no .jpg/.png files")
+        raise ValueError(f"video {video!r} has no frames: {frames_dir / video} holds no .jpg/.png files")
     if without_mask or without_image:
         problems = []
         if without_mask:
             problems.append("frames without a mask: " + ", ".join(
-                f"{p} (expected {root / 'Annotations' / video / (p.stem + '.png')})" for p in without_mask[:5]))
+                f"{p} (expected {masks_dir / video / (p.stem + '.png')})" for p in without_mask[:5]))
         if without_image:
             problems.append("masks without a frame: " + ", ".join(map(str, without_image[:5])))
-        raise ValueError(f"video {video!r} has {len(images)} frames in {root / 'JPEGImages' / video} but {len(masks)} "
-                         f"masks in {root / 'Annotations' / video}; every frame needs its mask of the same name. "
+        raise ValueError(f"video {video!r} has {len(images)} frames in {frames_dir / video} but {len(masks)} "
+                         f"masks in {masks_dir / video}; every frame needs its mask of the same name. "
                          + "; ".join(problems))
 
 
-def _tracks_from_meta(root: Path, video: str, images: dict[str, Path], meta: dict) -> list[InstanceTrack]:
-    meta_path = root / "meta.json"
+def _tracks_from_meta(meta_path: Path, frames_dir: Path, video: str, images: dict[str, Path],
+                      meta: dict) -> list[InstanceTrack]:
     entry = meta.get("videos", {}).get(video)
     if entry is None:
         raise ValueError(f"{meta_path} does not list video {video!r}; expected videos.{video}.objects")
@@ -81,12 +85,12 @@ def _tracks_from_meta(root: Path, video: str, images: dict[str, Path], meta: dic
         unknown = [name for name in frames if name not in images]
         if unknown:
             raise ValueError(f"{meta_path} lists frames {unknown[:5]} for instance {key} of video {video!r}, but "
-                             f"{root / 'JPEGImages' / video} has no such frame")
+                             f"{frames_dir / video} has no such frame")
         tracks.append(InstanceTrack(video, int(key), frames, description.get("category")))
     return tracks
 
 
-def _tracks_from_masks(root: Path, video: str, masks: dict[str, Path], min_pixels: int) -> list[InstanceTrack]:
+def _tracks_from_masks(masks_dir: Path, video: str, masks: dict[str, Path], min_pixels: int) -> list[InstanceTrack]:
     seen: dict[int, list[str]] = {}
     for name, path in masks.items():
         ids, counts = torch.unique(read_instance_map(path), return_counts=True)
@@ -94,7 +98,7 @@ def _tracks_from_masks(root: Path, video: str, masks: dict[str, Path], min_pixel
             if instance != 0 and count >= min_pixels:
                 seen.setdefault(instance, []).append(name)
     if not seen:
-        raise ValueError(f"video {video!r} has no instances: every mask in {root / 'Annotations' / video} is empty "
+        raise ValueError(f"video {video!r} has no instances: every mask in {masks_dir / video} is empty "
                          f"(no instance id covers {min_pixels} px or more)")
     return [InstanceTrack(video, instance, tuple(frames), None) for instance, frames in sorted(seen.items())]
 
@@ -102,27 +106,34 @@ def _tracks_from_masks(root: Path, video: str, masks: dict[str, Path], min_pixel
 class VideoSegmentationPairs(Sequence):
     """Pairs of frames of one video showing the same instance, from a YouTube-VOS-style folder."""
 
-    def __init__(self, root: str, videos: list[str] | None = None, min_pixels: int = 1):
+    def __init__(self, root: str, videos: list[str] | None = None, min_pixels: int = 1, images: str = "JPEGImages",
+                 annotations: str = "Annotations"):
         self.root = Path(root)
         require_folder(self.root, "video segmentation dataset")
-        for sub in ("JPEGImages", "Annotations"):
-            require_folder(self.root / sub, "video segmentation dataset (YouTube-VOS layout: JPEGImages/, Annotations/)")
+        for option, value in (("images", images), ("annotations", annotations)):
+            if not isinstance(value, str) or not value:
+                raise ValueError(f"video segmentation source: {option} must be a folder path relative to root, "
+                                 f"got {value!r}")
+        self.frames_dir, self.masks_dir = self.root / images, self.root / annotations
+        for folder in (self.frames_dir, self.masks_dir):
+            require_folder(folder, f"video segmentation dataset (frames in {images}/<video>/, masks in "
+                                   f"{annotations}/<video>/)")
         if int(min_pixels) != min_pixels or min_pixels < 1:
             raise ValueError(f"video segmentation source: min_pixels must be a whole number >= 1, got {min_pixels!r}")
-        names = subfolders(self.root / "JPEGImages", videos, "video segmentation source: videos")
+        names = subfolders(self.frames_dir, videos, "video segmentation source: videos")
         if not names:
-            raise ValueError(f"video segmentation dataset {self.root} has no videos: {self.root / 'JPEGImages'} is empty")
+            raise ValueError(f"video segmentation dataset {self.root} has no videos: {self.frames_dir} is empty")
         meta = read_json(self.root / "meta.json") if (self.root / "meta.json").exists() else None
         self.videos: dict[str, Video] = {}
         self.tracks: list[InstanceTrack] = []
         for name in names:
-            require_folder(self.root / "JPEGImages" / name, f"video {name!r}")
-            require_folder(self.root / "Annotations" / name, f"masks of video {name!r}")
-            images, masks = images_in(self.root / "JPEGImages" / name), images_in(self.root / "Annotations" / name)
-            _check_frames_match(self.root, name, images, masks)
-            tracks = (_tracks_from_meta(self.root, name, images, meta) if meta is not None
-                      else _tracks_from_masks(self.root, name, masks, int(min_pixels)))
-            self.videos[name] = Video(name, images, masks, tuple(t.instance for t in tracks),
+            require_folder(self.frames_dir / name, f"video {name!r}")
+            require_folder(self.masks_dir / name, f"masks of video {name!r}")
+            frames, masks = images_in(self.frames_dir / name), images_in(self.masks_dir / name)
+            _check_frames_match(self.frames_dir, self.masks_dir, name, frames, masks)
+            tracks = (_tracks_from_meta(self.root / "meta.json", self.frames_dir, name, frames, meta) if meta is not None
+                      else _tracks_from_masks(self.masks_dir, name, masks, int(min_pixels)))
+            self.videos[name] = Video(name, frames, masks, tuple(t.instance for t in tracks),
                                       {t.instance: t.category for t in tracks if t.category is not None})
             self.tracks.extend(tracks)
         self.pairs = OrderedPairs([len(track.frames) for track in self.tracks])
@@ -143,7 +154,7 @@ class VideoSegmentationPairs(Sequence):
         if video.names:
             extras["names"] = dict(video.names)
         return PairedFrames(source, target, track.instance,
-                            origin=f"{self.root / 'JPEGImages' / video.name} frames {names}", extras=extras)
+                            origin=f"{self.frames_dir / video.name} frames {names}", extras=extras)
 
     def _frame(self, video: Video, name: str, instance: int) -> Frame:
         image_path, mask_path = video.images[name], video.masks[name]
