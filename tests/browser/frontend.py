@@ -55,9 +55,12 @@ def launch_browser(playwright: Playwright, profile_dir: Path, server_url: str) -
     return context
 
 
-def open_app(context: BrowserContext, server_url: str) -> Page:
-    """A new tab with the ComfyUI app loaded and its graph ready."""
+def open_app(context: BrowserContext, server_url: str, console: list[str] | None = None) -> Page:
+    """A new tab with the ComfyUI app loaded and its graph ready; its console messages from the start
+    are appended to `console` when given."""
     page = context.new_page()
+    if console is not None:
+        page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
     page.goto(server_url)
     page.wait_for_function(READY, timeout=APP_TIMEOUT_MS)
     return page
@@ -109,9 +112,20 @@ def queue_from_page(page: Page) -> tuple[int, dict]:
     return response.value.status, response.value.json()
 
 
-def fit_view(page: Page) -> None:
-    """Zoom the canvas so the whole graph is visible (the frontend's own 'Fit view' command)."""
-    page.evaluate("async () => { await window.app.extensionManager.command.execute('Comfy.Canvas.FitView'); }")
+def fit_view(page: Page, fill: float = 0.8) -> None:
+    """Zoom the canvas so every node and group fills `fill` of the window (the margin keeps them clear of
+    the tab bar and the Run toolbar over the canvas). The frontend's own Fit View command animates the
+    zoom over 350 ms, so a screenshot right after it catches a half-zoomed canvas."""
+    page.evaluate(
+        """(fill) => {
+            const rects = [...window.app.graph.nodes.map((n) => n.boundingRect), ...window.app.graph.groups.map((g) => g._bounding)];
+            const left = Math.min(...rects.map((r) => r[0])), top = Math.min(...rects.map((r) => r[1]));
+            const right = Math.max(...rects.map((r) => r[0] + r[2])), bottom = Math.max(...rects.map((r) => r[1] + r[3]));
+            window.app.canvas.ds.fitToBounds([left, top, right - left, bottom - top], { zoom: fill });
+            window.app.canvas.setDirty(true, true);
+        }""",
+        fill,
+    )
     page.evaluate("() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)))")
 
 
