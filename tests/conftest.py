@@ -100,6 +100,18 @@ def base_dir() -> Path:
     return BASE_DIR
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """torch with one intra-op thread for a module: on the shared 2-core test machines two threads made
+    training steps 10-25x slower (measured: a tiny person-recipe step 4-19 s with 2 threads, 0.3-0.4 s with 1)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="session")
 def run_prompt():
     """Execute an API prompt through ComfyUI's PromptExecutor; returns the ExecutionReport."""
