@@ -23,6 +23,7 @@ from diorama.training.config import TrainConfig, load_config, train_config
 from diorama.training.data.frames import Frame, PairedFrames
 from diorama.training.trainer import batch_indices, train
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 REPO = Path(__file__).resolve().parents[1]
 # The colour map the toy model must learn: target = MAP · source + OFFSET per pixel.
 MAP = torch.tensor([[0.2, 0.7, 0.1], [0.5, -0.3, 0.4], [0.1, 0.1, 0.9]])
@@ -110,7 +111,7 @@ def test_loss_falls_and_checkpoints_and_export_are_written(tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if r["split"] == "train"] == list(range(30))
     validation = [r for r in rows if r["split"] == "validation"]
-    assert [r["step"] for r in validation] == [10, 20, 30] and validation[-1]["mse"] < validation[0]["mse"]
+    assert [r["step"] for r in validation] == [0, 10, 20, 30] and validation[-1]["mse"] < 0.5 * validation[0]["mse"]
     assert (tmp_path / validation[0]["images"]).is_file()
     # The checkpoint holds the trained tensors and AdamW's moments for both groups.
     saved = load_checkpoint(result.checkpoint)
@@ -228,3 +229,26 @@ def test_config_errors_name_the_file_and_key(tmp_path):
 def test_unknown_recipe_lists_the_known_ones():
     with pytest.raises(ValueError, match=r"unknown recipe 'nope'; known recipes: .*toy"):
         recipes.create("nope", {}, CPU, torch.float32)
+
+
+def test_command_line_trains_resumes_and_reports_errors(tmp_path, capsys):
+    from diorama.train import main
+
+    config_path = tmp_path / "toy.yaml"
+    config_path.write_text("train: {steps: 3, batch_size: 2, checkpoint_every: 2, progress: false, device: cpu}\n"
+                           "recipe: {rate: 0.01}\n"
+                           "data: {kind: rendered, count: 2, size: 32, seed: 0}\n")
+    out = tmp_path / "out"
+    assert main(["toy", "--config", str(config_path), "--out", str(out)]) == 0
+    assert [p.name for p in complete_checkpoints(out)] == ["step-00000002", "step-00000003"]
+    assert (out / "export" / "toy.safetensors").is_file()
+    config_path.write_text(config_path.read_text().replace("steps: 3", "steps: 4"))
+    assert main(["toy", "--config", str(config_path), "--out", str(out)]) == 0  # continues from step 3
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [0, 1, 2, 3]
+    capsys.readouterr()
+    assert main(["toyy", "--config", str(config_path), "--out", str(out)]) == 2
+    assert "unknown recipe 'toyy'; known recipes:" in capsys.readouterr().err
+    config_path.write_text("train: {steps: 0}\n")
+    assert main(["toy", "--config", str(config_path)]) == 2
+    assert "train.steps = 0, expected a positive integer" in capsys.readouterr().err

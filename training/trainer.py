@@ -202,6 +202,8 @@ def train(recipe: Recipe, data: Sequence[PairedFrames], config: TrainConfig, out
     autocast = functools.partial(torch.autocast, device.type, precision_dtype(config),
                                  enabled=config.precision == "bf16")
     seconds = 0.0
+    if config.validate_every and start == 0:  # the baseline later validations are compared with
+        rows.append(validate(recipe, validation, config, 0, out_dir, device))
     bar = tqdm(total=config.steps, initial=start, desc=recipe.name, unit="step", disable=not config.progress,
                dynamic_ncols=True)
     for step in range(start, config.steps):
