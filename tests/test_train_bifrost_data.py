@@ -18,6 +18,7 @@ from diorama.ops.vlm_answers import parse_bifrost_answer
 from diorama.training.data.frames import Frame, PairedFrames
 from diorama.training.recipes import bifrost_placement as bp
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 NAMES = {3: "table", 4: "ball", 5: "cabinet", bundled_scene.CRATE_INSTANCE: "crate"}
 WIDTH, HEIGHT = 64, 48
 GROW = 2

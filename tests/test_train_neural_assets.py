@@ -18,6 +18,7 @@ from diorama.training.data.sources import open_source
 from diorama.training.recipes import neural_assets as na
 from diorama.training.trainer import train
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 REPO = Path(__file__).resolve().parents[1]
 STEPS, CHECKPOINT = 24, 12
 DATA = {"kind": "rendered", "count": 8, "size": 32, "seed": 0}
@@ -37,14 +38,14 @@ def config(steps: int) -> TrainConfig:
 
 
 @pytest.fixture(scope="module")
-def pairs() -> list:
+def pairs(one_torch_thread) -> list:
     """The renderer's pairs, rendered once (the source renders on every access)."""
     source = open_source(DATA)
     return [source[i] for i in range(len(source))]
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_neural_assets_models, pairs, tmp_path_factory):
+def trained(one_torch_thread, tiny_neural_assets_models, pairs, tmp_path_factory):
     out = tmp_path_factory.mktemp("neural_assets")
     return out, train(new_recipe(), pairs, config(STEPS), out)
 
@@ -93,6 +94,8 @@ def test_null_condition_is_the_network_on_zero_inputs_and_frames_swap(tiny_neura
     context, latents = kept._conditioned_batch([pair], torch.Generator().manual_seed(0))
     assert not torch.allclose(context, null)
     torch.testing.assert_close(latents, kept._latents([pair.target]), rtol=0, atol=0)
+    metrics, images = kept.validate(pairs[:2], torch.Generator().manual_seed(0))
+    assert set(metrics) == {"loss", "null_condition_loss"} and images.shape == (2, 32, 3 * 32, 3)
 
 
 def test_bad_config_and_data_are_named(tiny_neural_assets_models, pairs):
@@ -129,3 +132,12 @@ def test_exported_adapter_runs_in_the_example_workflow(trained, base_dir, run_pr
             inputs["resolution"] = 128
     report = run_prompt(prompt)
     assert any(output.get("images") for output in report.outputs.values())
+
+
+def test_shipped_config_reads():
+    from diorama.training.config import load_config
+
+    run = load_config(REPO / "training" / "configs" / "neural_assets.yaml")
+    settings = na.NeuralAssetsSettings.from_config(run.recipe)
+    assert (settings.slots, settings.null_condition_probability, settings.swap_probability) == (10, 0.1, 0.5)
+    assert len(open_source(run.data)) == run.data["count"]

@@ -21,6 +21,7 @@ from diorama.training.data.sources import open_source
 from diorama.training.recipes import person
 from diorama.training.trainer import train
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 REPO = Path(__file__).resolve().parents[1]
 STEPS, CHECKPOINT = 24, 12
 DATA = {"kind": "rendered", "count": 8, "size": 32, "seed": 2}
@@ -40,13 +41,13 @@ def config(steps: int) -> TrainConfig:
 
 
 @pytest.fixture(scope="module")
-def pairs() -> list:
+def pairs(one_torch_thread) -> list:
     source = open_source(DATA)
     return [source[i] for i in range(len(source))]
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_sd_models, tiny_person_models, pairs, tmp_path_factory):
+def trained(one_torch_thread, tiny_sd_models, tiny_person_models, pairs, tmp_path_factory):
     out = tmp_path_factory.mktemp("person")
     return out, train(new_recipe(), pairs, config(STEPS), out)
 
