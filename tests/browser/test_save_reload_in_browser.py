@@ -16,6 +16,10 @@ EDITS = [(9, "seed", 1234), (9, "control_after_generate", "increment"), (9, "sam
          (9, "denoise", 0.45), (6, "text", "a red crate on the floor"), (8, "area", "whole image")]
 
 
+def set_setting(page, setting_id: str, value) -> None:
+    page.evaluate("async ([id, value]) => { await window.app.extensionManager.setting.set(id, value); }", [setting_id, value])
+
+
 def test_workflow_edited_in_the_ui_saves_and_reloads_identically(page, browser_context, frontend_server):
     load_workflow(page, json.loads(WORKFLOW.read_text()))
     for node_id, widget, value in EDITS:
@@ -25,11 +29,13 @@ def test_workflow_edited_in_the_ui_saves_and_reloads_identically(page, browser_c
     assert edited["8"]["inputs"]["area"] == "whole image" and edited["9"]["inputs"]["sampler_name"] == "ddim"
 
     # The frontend's own Export (the file a user shares), without its file-name prompt.
-    page.evaluate("async () => { await window.app.extensionManager.setting.set('Comfy.PromptFilename', false); }")
-    with page.expect_download() as download:
-        page.evaluate("async () => { await window.app.extensionManager.command.execute('Comfy.ExportWorkflow'); }")
-    saved = json.loads(Path(download.value.path()).read_text())
-    page.evaluate("async () => { await window.app.extensionManager.setting.set('Comfy.PromptFilename', true); }")
+    set_setting(page, "Comfy.PromptFilename", False)
+    try:
+        with page.expect_download() as download:
+            page.evaluate("async () => { await window.app.extensionManager.command.execute('Comfy.ExportWorkflow'); }")
+        saved = json.loads(Path(download.value.path()).read_text())
+    finally:  # settings are stored on the server: the rest of the session keeps the default
+        set_setting(page, "Comfy.PromptFilename", True)
     assert [n["widgets_values"] for n in saved["nodes"] if n["id"] == 9] == [
         [1234, "increment", 20, 5.0, "ddim", "normal", 0.45, 1, 4.0, True, "blend"]]
 
