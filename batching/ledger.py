@@ -4,7 +4,8 @@
     OUT/errors.jsonl                 the rows of the latest run that failed or are quarantined
     OUT/.diorama-batch/job.json      the workflow the folder belongs to
     OUT/.diorama-batch/lock          held (flock) by the running driver
-    OUT/.diorama-batch/partial/<w>/  worker w's row being written (never a final name; cleared by the driver)
+    OUT/.diorama-batch/partial/<w>/  worker w's row being written, marked with the row's name (never a final
+                                     name; cleared by the driver)
     OUT/.diorama-batch/scratch/<w>/  worker w's ComfyUI temp folder (previews), emptied after every row
     OUT/.diorama-batch/attempts/<key>     one line per started attempt, removed when the attempt ends:
                                           lines left behind are attempts that crashed their worker
@@ -28,6 +29,11 @@ from typing import Any
 
 STATE = ".diorama-batch"
 ERRORS = "errors.jsonl"
+STAGING_MARK = ".diorama-row"  # names the row a staging folder holds; removed before the folder is published
+
+
+class StagingLost(RuntimeError):
+    """A worker's staging folder was cleared by a driver while the worker ran a row."""
 
 
 def write_json_atomically(path: Path, data: Any) -> None:
@@ -64,9 +70,20 @@ class Ledger:
         staging.mkdir()
         return staging
 
+    def begin_row(self, staging: Path, key: str) -> None:
+        """Mark the staging folder as holding this row, so publish can tell it was not cleared meanwhile."""
+        (staging / STAGING_MARK).write_text(key)
+
     def publish(self, staging: Path, key: str) -> bool:
         """Rename the staging folder to the row's final name (one atomic step for all its files) and start a new
         empty one; False when another attempt of the row got there first."""
+        mark = staging / STAGING_MARK
+        if not mark.is_file() or mark.read_text() != key:
+            # A driver cleared the folder while this (orphaned) worker ran the row; savers that ran after that
+            # recreated it, so it may hold only part of the row's files: never publish it.
+            self.discard(staging)
+            raise StagingLost(f"the staging folder of row {key} was cleared while it ran; the row was not published")
+        mark.unlink()
         try:
             os.rename(staging, self.output_dir(key))
             published = True
@@ -81,8 +98,8 @@ class Ledger:
 
     def discard(self, staging: Path) -> None:
         """Drop what a failed row wrote."""
-        shutil.rmtree(staging)
-        staging.mkdir()
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(exist_ok=True)
 
     def clear_worker_folders(self) -> None:
         """Only a driver holding the lock, with no job running, calls this: no worker is writing there."""

@@ -17,7 +17,7 @@ import numpy as np
 from ..runner.boot import boot_comfyui
 from ..runner.execute import WorkflowError, execute_prompt, new_executor, validate
 from ..runner.workflow import comfy_input_schema, set_input, to_api_prompt
-from .ledger import Ledger, worker_name
+from .ledger import Ledger, StagingLost, worker_name
 from .manifest import Row
 
 log = logging.getLogger(__name__)
@@ -151,6 +151,7 @@ class RowWorker:
             return {"status": "failed", "message": f"row {row.id!r}: {error}"}
         for node_id in outputs:
             prompt[node_id]["inputs"][ROW_MARKER_INPUT] = key
+        self.ledger.begin_row(self.staging, key)
         started = time.perf_counter()
         with RowDeadline(self.row_timeout, self.hang_grace) as deadline:
             try:
@@ -162,5 +163,8 @@ class RowWorker:
                         "node_id": getattr(error, "node_id", None), "node_type": getattr(error, "node_type", None),
                         "execute_seconds": time.perf_counter() - started}
         execute_seconds = time.perf_counter() - started
-        self.ledger.publish(self.staging, key)
+        try:
+            self.ledger.publish(self.staging, key)
+        except StagingLost as error:
+            return {"status": "failed", "message": f"row {row.id!r}: {error}", "execute_seconds": execute_seconds}
         return {"status": "done", "execute_seconds": execute_seconds}

@@ -21,7 +21,7 @@ import ray
 from PIL import Image
 
 from diorama.batching.job import run_batch
-from diorama.batching.ledger import Ledger
+from diorama.batching.ledger import Ledger, StagingLost
 from diorama.batching.manifest import Row, read_manifest
 from diorama.batching.worker import HUNG_ROW_EXIT
 from diorama.ops import bundled_scene
@@ -296,3 +296,27 @@ def test_output_names_follow_the_row_id_and_values_only():
     assert row.key == f"r1-{expected}"
     assert Row("r1", {"Save.filename_prefix": "x", "1.width": 64}, 9).key == row.key, "key order and line do not matter"
     assert Row("r1", {"1.width": 72, "Save.filename_prefix": "x"}, 1).key != row.key
+
+
+def test_publishing_a_row_is_one_rename_and_never_duplicates_or_publishes_a_cleared_folder(tmp_path):
+    ledger = Ledger(tmp_path / "out")
+    staging = ledger.staging_dir()
+    ledger.begin_row(staging, "r1-abc")
+    (staging / "x_00001_.png").write_bytes(b"first")
+    assert ledger.publish(staging, "r1-abc") and ledger.is_done("r1-abc")
+    assert [p.name for p in (tmp_path / "out" / "r1-abc").iterdir()] == ["x_00001_.png"], "the mark is not published"
+    assert not any(staging.iterdir()), "a new, empty staging folder for the next row"
+
+    ledger.begin_row(staging, "r1-abc")  # a retry of the same row finishing second
+    (staging / "x_00001_.png").write_bytes(b"second")
+    assert not ledger.publish(staging, "r1-abc")
+    assert (tmp_path / "out" / "r1-abc" / "x_00001_.png").read_bytes() == b"first"
+
+    ledger.begin_row(staging, "r2-def")
+    (staging / "x_00001_.png").write_bytes(b"one of two files")
+    ledger.clear_worker_folders()  # a new driver starts while an orphaned worker still runs r2
+    staging.mkdir()  # the row's next saver recreates the folder
+    (staging / "y_00001_.png").write_bytes(b"the other file")
+    with pytest.raises(StagingLost, match="r2-def was cleared while it ran"):
+        ledger.publish(staging, "r2-def")
+    assert not ledger.is_done("r2-def")
