@@ -16,9 +16,6 @@ from .ledger import Ledger
 from .manifest import Row, read_manifest
 from .worker import RowWorker
 
-log = logging.getLogger(__name__)
-
-
 class WorkerStartError(RuntimeError):
     """A worker could not start (its ComfyUI failed to boot or to read the workflow): no row can run."""
 

@@ -155,8 +155,8 @@ class Ledger:
             recorded = json.loads(job.read_text())["workflow_sha256"]
             if recorded != digest:
                 lock.release()
-                raise ValueError(f"{self.out} holds the outputs of another workflow (sha256 {recorded[:12]}…, this one is "
-                                 f"{digest[:12]}…); use a new --out folder for a changed workflow")
+                raise ValueError(f"{self.out} holds the outputs of another workflow (sha256 {recorded[:12]}…, "
+                                 f"this one is {digest[:12]}…); use a new --out folder for a changed workflow")
         else:
             write_json_atomically(job, {"workflow_sha256": digest})
         return lock

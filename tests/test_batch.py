@@ -68,7 +68,8 @@ def rooms(tmp_path_factory) -> dict[tuple[int, int], Path]:
 def paste_prompt() -> dict:
     """The example as an API prompt, its paste taking the background from a LoadImage titled 'Background photo'."""
     prompt = to_api_prompt(load_workflow(REPO / "example_workflows" / "depth_aware_paste.json"))
-    prompt["20"] = {"class_type": "LoadImage", "inputs": {"image": "set by each row"}, "_meta": {"title": "Background photo"}}
+    prompt["20"] = {"class_type": "LoadImage", "inputs": {"image": "set by each row"},
+                    "_meta": {"title": "Background photo"}}
     prompt["3"]["inputs"]["background"] = ["20", 0]
     return prompt
 
@@ -141,7 +142,8 @@ def test_twenty_rows_equal_the_single_machine_runner_and_bad_rows_land_in_the_er
 
     assert (summary.done, summary.already_done, summary.failed, summary.quarantined) == (20, 0, 5, 0)
     errors = {(e["id"], e["line"]): e for e in error_table(out)}
-    assert "Invalid image file" in errors[("missing-file", 21)]["error"] and errors[("missing-file", 21)]["node_id"] == "20"
+    missing = errors[("missing-file", 21)]
+    assert "Invalid image file" in missing["error"] and missing["node_id"] == "20"
     assert "node 3 (DioramaDepthAwarePaste) has no input 'opacity'" in errors[("unknown-input", 22)]["error"]
     assert "feather_px" in errors[("unknown-input", 22)]["error"], "the message lists the inputs there are"
     assert "Failed to convert an input value to a INT value: width, wide" in errors[("wrong-type", 23)]["error"]
@@ -168,7 +170,8 @@ def test_a_killed_worker_is_replaced_and_every_row_has_exactly_one_output(ray_se
     manifest = write_manifest(tmp_path / "rows.jsonl", rows)
     out = tmp_path / "out"
     result = {}
-    driver = threading.Thread(target=lambda: result.update(summary=run(fault_workflow, manifest, out, worker_base, workers=2)))
+    driver = threading.Thread(
+        target=lambda: result.update(summary=run(fault_workflow, manifest, out, worker_base, workers=2)))
     driver.start()
     attempts = out / ".diorama-batch" / "attempts"
     deadline = time.monotonic() + 120
@@ -188,12 +191,12 @@ def test_a_killed_worker_is_replaced_and_every_row_has_exactly_one_output(ray_se
     assert sorted(outputs) == sorted(Row(r["id"], {k: v for k, v in r.items() if k != "id"}, 0).key for r in rows)
     assert all(len(files) == 1 and files[0].suffix == ".png" for files in outputs.values())
     assert not leftover_partial_files(out)
-    assert not list((out / ".diorama-batch" / "attempts").iterdir()), "every attempt that crashed was retried to the end"
+    assert not list((out / ".diorama-batch" / "attempts").iterdir()), "the crashed attempt was retried to the end"
 
 
-def test_a_killed_driver_resumes_with_only_the_missing_rows(ray_session, worker_base, rooms, fault_workflow,
-                                                                  tmp_path):
-    rows = [paste_row(f"i{i:02d}", SIZES[i], rooms, **{"Fault.action": "slow", "Fault.seconds": 0.3}) for i in range(12)]
+def test_a_killed_driver_resumes_with_only_the_missing_rows(ray_session, worker_base, rooms, fault_workflow, tmp_path):
+    slow = {"Fault.action": "slow", "Fault.seconds": 0.3}
+    rows = [paste_row(f"i{i:02d}", SIZES[i], rooms, **slow) for i in range(12)]
     manifest = write_manifest(tmp_path / "rows.jsonl", rows)
     out = tmp_path / "out"
     # A second driver on the module's Ray session, through the command line and its --address.
