@@ -141,3 +141,15 @@ def test_shipped_config_reads():
     settings = na.NeuralAssetsSettings.from_config(run.recipe)
     assert (settings.slots, settings.null_condition_probability, settings.swap_probability) == (10, 0.1, 0.5)
     assert len(open_source(run.data)) == run.data["count"]
+
+
+def test_gradient_checkpointing_and_bf16(trained, pairs, tmp_path):
+    """Recomputing the UNet's transformer blocks and DINO's layers changes no number; bf16 autocast trains."""
+    _, result = trained
+    checkpointed = train(new_recipe(), pairs, TrainConfig(steps=2, batch_size=2, seed=0, progress=False,
+                                                          gradient_checkpointing=True), tmp_path / "checkpointed")
+    assert checkpointed.losses[0] == result.losses[0]
+    assert checkpointed.losses[1] == pytest.approx(result.losses[1], rel=1e-5)
+    half = train(new_recipe(), pairs, TrainConfig(steps=1, batch_size=2, seed=0, progress=False, precision="bf16"),
+                 tmp_path / "bf16")
+    assert half.losses[0] == pytest.approx(result.losses[0], rel=0.1)

@@ -131,3 +131,15 @@ def test_shipped_config_reads():
     run = load_config(REPO / "training" / "configs" / "person.yaml")
     assert person.PersonSettings.from_config(run.recipe).learning_rates == {"adapter": 1e-4, "unet": 0.0}
     assert len(open_source(run.data)) == run.data["count"]
+
+
+def test_gradient_checkpointing_and_unet_fine_tuning(trained, pairs, tmp_path):
+    _, result = trained
+    checkpointed = train(new_recipe(), pairs, TrainConfig(steps=2, batch_size=2, seed=0, progress=False,
+                                                          gradient_checkpointing=True), tmp_path / "checkpointed")
+    assert checkpointed.losses[0] == result.losses[0]
+    assert checkpointed.losses[1] == pytest.approx(result.losses[1], rel=1e-5)
+    tuned = train(new_recipe(learning_rates={"adapter": 3e-3, "unet": 1e-4}), pairs,
+                  TrainConfig(steps=1, batch_size=2, seed=0, progress=False), tmp_path / "unet")
+    assert [p.name for p in tuned.exported] == [person.ADAPTER_FILE, person.UNET_FILE]
+    assert tuned.losses[0] == result.losses[0]  # the same first step: only what is trained differs

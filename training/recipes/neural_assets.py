@@ -127,7 +127,11 @@ class NeuralAssetsRecipe:
         return {name: float(rate) for name, rate in self.settings.learning_rates.items() if rate > 0}
 
     def checkpointed_modules(self) -> list[torch.nn.Module]:
-        return diffusion.unet_blocks(self.unet) + list(getattr(self.dino_net.encoder, "layer", []))
+        """The UNet's transformer blocks and DINO's transformer layers (transformers marks them by class)."""
+        from transformers.modeling_layers import GradientCheckpointingLayer
+
+        layers = [m for m in self.dino_net.modules() if isinstance(m, GradientCheckpointingLayer)]
+        return diffusion.unet_blocks(self.unet) + layers
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
         return {f"{name}.{key}": value.detach().clone() for name, module in self.modules().items()
