@@ -16,6 +16,8 @@ CFG-null tokens) for 1, 10 and 23 objects on a 256² source, against one real-si
 locate (only when named; minutes): Locate Placement with a real-size Qwen2.5-VL-3B-shaped model (random
 weights, bf16 where the CPU has it) on a 1024² image: prefill, decode tokens/s, peak memory, and the share
 of Locate → Depth Fuse → Depth-Aware Paste spent outside the VLM (target ≤ 2%).
+train (only when named; --steps, default 6): steps/s and peak memory of every registered training recipe
+at tiny size (the tests' tiny models, rendered pairs) on this machine's device.
 load (only when named; --minutes, default 10): a real ComfyUI server fed the depth-aware paste example by
 4 clients; prompts/minute sustained and the server's RSS over time, as a table and a PNG plot (--plot).
 batch (only when named; needs ray[data]; --rows, default 24): the depth-aware paste example as a Ray Data batch
@@ -46,13 +48,15 @@ def depth_anything_v2_small():
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("which", nargs="*", choices=["geometry", "composite", "conversion", "bifrost", "neural-assets",
-                                                      "locate", "load", "batch"],
+                                                      "locate", "load", "batch", "train"],
                         default=["geometry", "composite", "bifrost", "neural-assets"])
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024, 2048, 4096])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--minutes", type=float, default=10.0, help="load: how long to keep the server busy")
     parser.add_argument("--plot", default="output/bench_load.png", help="load: where to save the PNG plot")
     parser.add_argument("--rows", type=int, default=24, help="batch: manifest rows per run")
+    parser.add_argument("--steps", type=int, default=6, help="train: measured steps per recipe")
+    parser.add_argument("--recipe", help="train: measure only this recipe, in this process")
     args = parser.parse_args()
     if "conversion" in args.which:  # the converter runs in a child process: no ComfyUI needed here
         from .conversion import bench_conversion
@@ -60,6 +64,12 @@ def main() -> None:
         bench_conversion(optimizer_state=False)
         bench_conversion(optimizer_state=True)
         if set(args.which) == {"conversion"}:
+            return
+    if "train" in args.which:  # boots ComfyUI itself, on a base folder holding the tiny models it writes
+        from .train import bench_train
+
+        bench_train(args.steps, args.recipe)
+        if set(args.which) == {"train"}:
             return
 
     from diorama.runner.boot import boot_comfyui
