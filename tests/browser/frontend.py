@@ -21,6 +21,7 @@ QUIET_SETTINGS = {
     "Comfy.TutorialCompleted": True,  # else the Templates dialog opens over the canvas on first load
     "Comfy.Minimap.Visible": False,  # else the minimap covers the bottom-right of every screenshot
     "Comfy.Notification.ShowVersionUpdates": False,
+    "Comfy.Workflow.Persist": False,  # each new tab starts from the default graph, not the last test's tabs
     "Comfy.Graph.CanvasInfo": False,  # the FPS/node-count corner text
     "LiteGraph.Canvas.MinFontSizeForLOD": 0,  # draw titles and widgets at any zoom (screenshots of whole graphs)
 }
