@@ -29,7 +29,7 @@ DATA = {"kind": "rendered", "count": 8, "size": 32, "seed": 2}
 
 def recipe_section(**changes) -> dict:
     return {"checkpoint": tiny_sd.INPAINTING, "image_encoder": tiny_person.DINOV2, "resolution": 32, "crop_size": 56,
-            "learning_rates": {"adapter": 3e-3, "unet": 0.0}, **changes}
+            "learning_rates": {"adapter": 1e-2, "unet": 1e-4}, **changes}
 
 
 def new_recipe(**changes):
@@ -55,7 +55,7 @@ def trained(one_torch_thread, tiny_sd_models, tiny_person_models, pairs, tmp_pat
 def test_loss_falls_and_a_checkpoint_is_written(trained):
     out, result = trained
     first, last = sum(result.losses[:6]) / 6, sum(result.losses[-6:]) / 6
-    assert last < 0.9 * first, result.losses
+    assert last < 0.7 * first, result.losses
     assert checkpoint_folder(out, CHECKPOINT).is_dir() and result.checkpoint == checkpoint_folder(out, STEPS)
 
 
@@ -94,7 +94,8 @@ def test_bad_config_is_named(tiny_sd_models):
 
 def test_exported_adapter_runs_with_every_subset(trained, base_dir, run_prompt, node_class, pairs):
     _, result = trained
-    (adapter,) = result.exported
+    adapter, unet = result.exported
+    assert (adapter.name, unet.name) == (person.ADAPTER_FILE, person.UNET_FILE)
     shutil.copy(adapter, base_dir / "models" / "person_adapters" / "trained_person.safetensors")
     prompt = to_api_prompt(load_workflow(REPO / "example_workflows" / "person_insert.json"))
     for node in prompt.values():
@@ -133,13 +134,13 @@ def test_shipped_config_reads():
     assert len(open_source(run.data)) == run.data["count"]
 
 
-def test_gradient_checkpointing_and_unet_fine_tuning(trained, pairs, tmp_path):
+def test_gradient_checkpointing_and_frozen_unet(trained, pairs, tmp_path):
     _, result = trained
     checkpointed = train(new_recipe(), pairs, TrainConfig(steps=2, batch_size=2, seed=0, progress=False,
                                                           gradient_checkpointing=True), tmp_path / "checkpointed")
     assert checkpointed.losses[0] == result.losses[0]
     assert checkpointed.losses[1] == pytest.approx(result.losses[1], rel=1e-5)
-    tuned = train(new_recipe(learning_rates={"adapter": 3e-3, "unet": 1e-4}), pairs,
-                  TrainConfig(steps=1, batch_size=2, seed=0, progress=False), tmp_path / "unet")
-    assert [p.name for p in tuned.exported] == [person.ADAPTER_FILE, person.UNET_FILE]
-    assert tuned.losses[0] == result.losses[0]  # the same first step: only what is trained differs
+    frozen = train(new_recipe(learning_rates={"adapter": 1e-2, "unet": 0.0}), pairs,
+                   TrainConfig(steps=1, batch_size=2, seed=0, progress=False), tmp_path / "frozen")
+    assert [p.name for p in frozen.exported] == [person.ADAPTER_FILE]  # the default: only the adapter trains
+    assert frozen.losses[0] == result.losses[0]  # the same first step: only what is trained differs
