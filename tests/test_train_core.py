@@ -4,6 +4,7 @@ interrupted checkpoint write leaves the previous one intact, accumulation equals
 and gradient checkpointing run, the CLI trains and exports, and bad configs fail naming the key."""
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -15,13 +16,14 @@ from pathlib import Path
 import pytest
 import safetensors.torch
 import torch
+import torch.utils.checkpoint
 
 from diorama.training import checkpoint as checkpoint_module
 from diorama.training import recipes
 from diorama.training.checkpoint import complete_checkpoints, latest_checkpoint, load_checkpoint
 from diorama.training.config import TrainConfig, load_config, train_config
 from diorama.training.data.frames import Frame, PairedFrames
-from diorama.training.trainer import batch_indices, train
+from diorama.training.trainer import batch_indices, enable_gradient_checkpointing, train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 REPO = Path(__file__).resolve().parents[1]
@@ -189,9 +191,12 @@ def test_data_order_covers_every_pair_once_per_epoch():
 def test_bf16_and_gradient_checkpointing_train(tmp_path):
     data = toy_pairs(6)
     plain = train(NoiselessToy({}, CPU, torch.float32), data, config(steps=3), tmp_path / "plain")
-    checkpointed = train(NoiselessToy({}, CPU, torch.float32), data, config(steps=3, gradient_checkpointing=True),
-                         tmp_path / "checkpointed")
+    recipe = NoiselessToy({}, CPU, torch.float32)
+    checkpointed = train(recipe, data, config(steps=3, gradient_checkpointing=True), tmp_path / "checkpointed")
     assert checkpointed.losses == plain.losses, "recomputing activations changes no number"
+    assert recipe.middle.forward.func is torch.utils.checkpoint.checkpoint
+    enable_gradient_checkpointing(recipe.checkpointed_modules())  # a second call does not wrap twice
+    assert not isinstance(recipe.middle.forward.args[0], functools.partial)
     bf16 = train(NoiselessToy({}, CPU, torch.float32), data, config(steps=3, precision="bf16"), tmp_path / "bf16")
     assert bf16.losses != plain.losses and bf16.losses == pytest.approx(plain.losses, rel=0.05)
     assert load_checkpoint(latest_checkpoint(tmp_path / "bf16")).model["weight"].dtype == torch.float32

@@ -97,6 +97,8 @@ def enable_gradient_checkpointing(modules: Sequence[torch.nn.Module]) -> None:
     """
     for module in modules:
         forward = module.forward
+        if isinstance(forward, functools.partial) and forward.func is torch.utils.checkpoint.checkpoint:
+            continue  # already wrapped (the same recipe trained again): recomputing twice gains nothing
         module.forward = functools.partial(torch.utils.checkpoint.checkpoint, forward, use_reentrant=False)
 
 
