@@ -189,7 +189,7 @@ def test_stage1_trains_resumes_and_exports_the_encoder(stage1, stage1_section, o
 
 def test_stage2_trains_resumes_and_its_adapter_runs_in_the_example_workflow(stage1, scenes, tiny_sd_models,
                                                                            tmp_path_factory, base_dir, run_prompt):
-    from diorama.runner.workflow import load_workflow, to_api_prompt
+    from example_prompts import quick_example_prompt
 
     adapter_path, dinov2_path = stage1.exported
     section = {"checkpoint": tiny_sd_models["inpainting"], "dinov2": str(dinov2_path), "adapter": str(adapter_path),
@@ -207,20 +207,10 @@ def test_stage2_trains_resumes_and_its_adapter_runs_in_the_example_workflow(stag
     outputs = []
     for adapter_name, clip_name in (("trained_imprint.safetensors", "trained_imprint_dinov2.safetensors"),
                                     (None, None)):
-        prompt = to_api_prompt(load_workflow(REPO / "example_workflows" / "imprint_composite.json"))
-        for node in prompt.values():
-            inputs = node["inputs"]
-            if node["class_type"] == "DioramaIdentityAdapterLoader" and adapter_name:
-                inputs["adapter_name"] = adapter_name
-            if node["class_type"] == "DioramaDinoV2Loader" and clip_name:
-                inputs["clip_name"] = clip_name
-            if node["class_type"] == "DioramaCompositeSample":
-                inputs["steps"] = 2
-            if node["class_type"] == "DioramaCompositeWindow":
-                inputs["resolution"] = 128
-            if node["class_type"] == "SaveImage":
-                inputs["filename_prefix"] = f"imprint_trained_{len(outputs)}"
-        report = run_prompt(prompt)
+        trained_models = {"DioramaIdentityAdapterLoader": {"adapter_name": adapter_name},
+                          "DioramaDinoV2Loader": {"clip_name": clip_name}} if adapter_name else {}
+        report = run_prompt(quick_example_prompt(
+            "imprint_composite", {**trained_models, "SaveImage": {"filename_prefix": f"imprint_trained_{len(outputs)}"}}))
         image = next(o["images"][0] for o in report.outputs.values() if o.get("images") and
                      o["images"][0]["filename"].startswith(f"imprint_trained_{len(outputs)}"))
         outputs.append(np.asarray(Image.open(base_dir / "output" / image.get("subfolder", "") / image["filename"])))

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 import tiny_neural_assets
-from diorama.runner.workflow import load_workflow, to_api_prompt
+from example_prompts import quick_example_prompt
 from diorama.training.checkpoint import checkpoint_folder
 from diorama.training.config import TrainConfig
 from diorama.training.data.sources import open_source
@@ -117,20 +117,10 @@ def test_exported_adapter_runs_in_the_example_workflow(trained, base_dir, run_pr
     shutil.copy(adapter, models / "neural_assets" / "trained_neural_assets.safetensors")
     shutil.copytree(dino, models / "dino" / "trained-dino", dirs_exist_ok=True)
     shutil.copy(unet, models / "diffusion_models" / "trained_neural_assets_unet.safetensors")
-    prompt = to_api_prompt(load_workflow(REPO / "example_workflows" / "neural_assets_edit.json"))
-    for node in prompt.values():
-        inputs = node["inputs"]
-        if node["class_type"] == "DioramaDinoLoader":
-            inputs["model_name"] = "trained-dino"
-        elif node["class_type"] == "DioramaNeuralAssetsAdapterLoader":
-            inputs["adapter_name"] = "trained_neural_assets.safetensors"
-        elif node["class_type"] == "UNETLoader":
-            inputs["unet_name"] = "trained_neural_assets_unet.safetensors"
-        elif node["class_type"] == "DioramaCompositeSample":
-            inputs["steps"] = 2
-        elif node["class_type"] == "DioramaCompositeWindow":
-            inputs["resolution"] = 128
-    report = run_prompt(prompt)
+    report = run_prompt(quick_example_prompt("neural_assets_edit", {
+        "DioramaDinoLoader": {"model_name": "trained-dino"},
+        "DioramaNeuralAssetsAdapterLoader": {"adapter_name": "trained_neural_assets.safetensors"},
+        "UNETLoader": {"unet_name": "trained_neural_assets_unet.safetensors"}}))
     assert any(output.get("images") for output in report.outputs.values())
 
 

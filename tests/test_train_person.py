@@ -14,7 +14,7 @@ import torch
 import tiny_person
 import tiny_sd
 from diorama.ops import keypoints as kp
-from diorama.runner.workflow import load_workflow, to_api_prompt
+from example_prompts import quick_example_prompt
 from diorama.training.checkpoint import checkpoint_folder
 from diorama.training.config import TrainConfig
 from diorama.training.data.sources import open_source
@@ -97,15 +97,8 @@ def test_exported_adapter_runs_with_every_subset(trained, base_dir, run_prompt, 
     adapter, unet = result.exported
     assert (adapter.name, unet.name) == (person.ADAPTER_FILE, person.UNET_FILE)
     shutil.copy(adapter, base_dir / "models" / "person_adapters" / "trained_person.safetensors")
-    prompt = to_api_prompt(load_workflow(REPO / "example_workflows" / "person_insert.json"))
-    for node in prompt.values():
-        if node["class_type"] == "DioramaPersonAdapterLoader":
-            node["inputs"]["adapter_name"] = "trained_person.safetensors"
-        elif node["class_type"] == "DioramaCompositeSample":
-            node["inputs"]["steps"] = 2
-        elif node["class_type"] == "DioramaCompositeWindow":
-            node["inputs"]["resolution"] = 128
-    report = run_prompt(prompt)
+    report = run_prompt(quick_example_prompt(
+        "person_insert", {"DioramaPersonAdapterLoader": {"adapter_name": "trained_person.safetensors"}}))
     assert any(output.get("images") for output in report.outputs.values())
 
     loaded = node_class("DioramaPersonAdapterLoader").execute("trained_person.safetensors").result[0]
