@@ -93,6 +93,15 @@ def _grid(tokens: torch.Tensor, prefix: int, height: int, width: int) -> torch.T
     return tokens[:, prefix:].reshape(tokens.shape[0], height, width, tokens.shape[-1])
 
 
+def dino_patch_grid(dino: DinoBackbone, network: torch.nn.Module, pixels: torch.Tensor) -> torch.Tensor:
+    """Final-norm patch grid [B, h, w, C] (float32) of `dino_input` pixels in NCHW, through `network`
+    (the patcher's model, or a copy being fine-tuned), with autograd as the caller has it."""
+    kwargs = {"interpolate_pos_encoding": True} if dino.model_type == "vit" else {}
+    hidden = network(pixel_values=pixels, **kwargs).last_hidden_state
+    grid = pixels.shape[-1] // dino.patch_size
+    return _grid(hidden.float(), dino.prefix_tokens, grid, grid)
+
+
 def patch_features(dino: DinoBackbone, images: torch.Tensor, size: int = DINO_SIZE) -> torch.Tensor:
     """Images [B,H,W,3] in [0,1] → final-norm patch features [B, size/p, size/p, C] (float32, on the
     intermediate device): the reference's resize + normalisation (dino_input), then the model."""
@@ -100,12 +109,9 @@ def patch_features(dino: DinoBackbone, images: torch.Tensor, size: int = DINO_SI
         raise ValueError(f"input size {size} is not a multiple of {dino.name}'s patch size {dino.patch_size}")
     pixels = dino_input(images, size).permute(0, 3, 1, 2)
     comfy.model_management.load_model_gpu(dino.patcher)
-    model = dino.patcher.model.network
-    kwargs = {"interpolate_pos_encoding": True} if dino.model_type == "vit" else {}
     with torch.no_grad():
-        hidden = model(pixel_values=pixels.to(dino.patcher.load_device), **kwargs).last_hidden_state
-    grid = size // dino.patch_size
-    return _grid(hidden.float(), dino.prefix_tokens, grid, grid).to(comfy.model_management.intermediate_device())
+        features = dino_patch_grid(dino, dino.patcher.model.network, pixels.to(dino.patcher.load_device))
+    return features.to(comfy.model_management.intermediate_device())
 
 
 def clip_vision_patch_features(clip_vision, images: torch.Tensor, size: int = DINO_SIZE) -> torch.Tensor:

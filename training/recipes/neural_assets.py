@@ -28,7 +28,7 @@ from pathlib import Path
 import safetensors.torch
 import torch
 
-from ...loaders.dino_features import _grid, load_dino
+from ...loaders.dino_features import dino_patch_grid, load_dino
 from ...loaders.model_folders import DINO_FOLDER, resolve_transformers_folder
 from ...loaders.neural_assets_adapter import save_neural_assets_adapter
 from ...nodes.neural_assets import appearance_tokens_input
@@ -177,11 +177,7 @@ class NeuralAssetsRecipe:
     # ------------------------------------------------------------------ the maths
     def _features(self, images: torch.Tensor) -> torch.Tensor:
         """Differentiable DINO patch features [B, h, w, C], as loaders.dino_features.patch_features computes them."""
-        pixels = dino_input(images).permute(0, 3, 1, 2).to(self.device)
-        kwargs = {"interpolate_pos_encoding": True} if self.dino.model_type == "vit" else {}
-        hidden = self.dino_net(pixel_values=pixels, **kwargs).last_hidden_state
-        grid = pixels.shape[-1] // self.dino.patch_size
-        return _grid(hidden.float(), self.dino.prefix_tokens, grid, grid)
+        return dino_patch_grid(self.dino, self.dino_net, dino_input(images).permute(0, 3, 1, 2).to(self.device))
 
     def _tokens(self, source: Frame, target: Frame, drop: bool) -> torch.Tensor:
         slots, config = self.settings.slots, self.adapter.config
