@@ -8,7 +8,7 @@ from pathlib import Path
 
 from playwright.sync_api import Page, expect
 
-from frontend import load_workflow, queue_from_page, run_from_page, set_widget
+from frontend import load_workflow, queue_from_page, run_from_page, save_screenshot, set_widget
 
 REPO = Path(__file__).resolve().parents[2]
 PASTE = json.loads((REPO / "example_workflows" / "depth_aware_paste.json").read_text())
@@ -54,6 +54,7 @@ def test_empty_mask_shows_the_nodes_error_dialog_and_the_server_goes_on(page, fr
     dialog = error_dialog_after_queueing(page, frontend_server)
     expect(dialog).to_contain_text("DioramaDepthFuse")
     expect(dialog).to_contain_text("object_mask: mask is empty")
+    save_screenshot(page, "error_dialog_empty_mask")
     closes_and_serves_again(page, frontend_server, dialog, PASTE)
 
 
@@ -64,4 +65,5 @@ def test_missing_model_shows_the_loaders_error_dialog_and_the_server_goes_on(pag
     expect(dialog).to_contain_text("DioramaDepthModelLoader")
     expect(dialog).to_contain_text("model folder 'Depth-Anything-V2-Large-hf'")
     expect(dialog).to_contain_text("was not found in the 'depth_estimation' model folders")
+    save_screenshot(page, "error_dialog_missing_model")
     closes_and_serves_again(page, frontend_server, dialog, ESTIMATED_PASTE)
