@@ -1,0 +1,284 @@
+"""Diorama's small compositor (issue 9): a small SD-style UNet in TAEF2's latent space, trained from scratch
+on renderer pairs as a depth-aware identity compositor, exported as a small model (loaders/small_model.py).
+
+Per pair, at `image_size` (the rendered frames resized square):
+- blend region: the object's box in the target frame (its visible pixels' bounding box, IMPRINT's coarsest
+  shape-mask level); the model must produce the target there, occluders in front of the object included;
+- background: the target with the blend region grey (0.5), as Composite Sample's inpaint conditioning
+  (nodes/composite.inpaint_conditioning) masks its window; everything outside is the clean target;
+- depth hint (`depth_hint: true`): the target's depth (the renderer's ground-truth fused depth: the scene
+  with the object at its place, nearer objects hiding it) as ops.depth_map.depth_hint draws it (near =
+  white), area-averaged to the latent grid (1 channel);
+- identity (`identity: true`): the object seen in the source frame, everything else grey, cropped to a
+  square around its box and TAEF2-encoded (32 channels).
+
+Why identity as latent channels, not cross-attention tokens: the loader's concat keys are the one
+conditioning path that KSampler and Composite Sample already feed to a small model (the conditioning's
+`concat_latent_image`), and a UNet without cross-attention ignores whatever text/token conditioning a
+workflow passes. So the UNet has no attention layers, and the model's concat keys are
+["mask", "concat_image"]: the blend mask (`concat_mask` / the LATENT's noise_mask), then
+`concat_latent_image` = [background latent (32) | depth hint (1, optional) | reference latent (32, optional)]
+in raw TAEF2 units, which ComfyUI scales by the model's latent format (process_latent_in) exactly as
+training does here. Loss: ε-prediction MSE, pixels inside the blend region weighted by `mask_weight`.
+
+Export (models/diorama_small_models/, Diorama Load Small Model), named as the evaluation command looks the
+models up (evaluate.py): `diorama_compositor.safetensors`, or with an ablation switch off
+`diorama_compositor_no_depth.safetensors` / `diorama_compositor_no_identity.safetensors`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import comfy.ops
+import comfy.utils
+import torch
+import torch.nn.functional as F
+from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
+
+from ...loaders.small_model import SmallModelConfig, build_model, parse_config, save_small_model, unet_arguments
+from ...loaders.taef2 import DOWNSCALE, LATENT_CHANNELS, load_taef2, resolve_pair
+from ...ops.depth_map import DepthMap, depth_hint
+from ...ops.placement import mask_bounding_box
+from .. import diffusion
+from ..data.frames import PairedFrames
+from . import register
+
+NAME = "small_compositor"
+CONCAT_KEYS = ("mask", "concat_image")
+GREY = 0.5  # the fill of masked pixels, as Composite Sample's inpaint conditioning
+
+
+@dataclass(frozen=True)
+class SmallCompositorSettings:
+    """The `recipe:` section of a small_compositor config."""
+
+    taef2: str = "taef2"  # vae_approx pair name (Diorama Load Tiny Autoencoder's list), or "ENC.safetensors,DEC.safetensors" paths
+    image_size: int = 64  # training resolution (multiple of 8 × 2^(levels−1))
+    model_channels: int = 64
+    channel_mult: tuple = (1, 2, 2)
+    num_res_blocks: int = 2
+    latent_scale: float = 1.0  # model space = raw TAEF2 latent × scale
+    depth_hint: bool = True  # ablation switch: the fused-depth channel
+    identity: bool = True  # ablation switch: the reference latent channels
+    mask_weight: float = 1.0  # loss weight inside the blend region (1 = plain MSE)
+    learning_rate: float = 2e-4
+    init_seed: int = 0  # the UNet's initial weights
+
+    @staticmethod
+    def from_config(section: dict) -> "SmallCompositorSettings":
+        names = {f.name for f in fields(SmallCompositorSettings)}
+        if unknown := sorted(set(section) - names):
+            raise ValueError(f"recipe section of {NAME}: unknown keys {unknown}; expected some of {sorted(names)}")
+        settings = SmallCompositorSettings(**{**section, "channel_mult": tuple(section.get("channel_mult", (1, 2, 2)))})
+        for name in ("depth_hint", "identity"):
+            if not isinstance(getattr(settings, name), bool):
+                raise ValueError(f"recipe.{name} = {getattr(settings, name)!r}; expected true or false")
+        multiple = DOWNSCALE * 2 ** (len(settings.channel_mult) - 1)
+        if settings.image_size < multiple or settings.image_size % multiple:
+            raise ValueError(f"recipe.image_size = {settings.image_size}; expected a multiple of {multiple} "
+                             f"(TAEF2's 1/8 times the UNet's {len(settings.channel_mult)} levels)")
+        if settings.model_channels < 32 or settings.model_channels % 32:
+            raise ValueError(f"recipe.model_channels = {settings.model_channels}; expected a multiple of 32 "
+                             "(the UNet's GroupNorm has 32 groups)")
+        if settings.learning_rate <= 0 or settings.mask_weight <= 0 or settings.latent_scale <= 0:
+            raise ValueError(f"recipe.learning_rate, mask_weight and latent_scale must be > 0; got "
+                             f"{settings.learning_rate}, {settings.mask_weight}, {settings.latent_scale}")
+        return settings
+
+
+def export_name(depth_hint_on: bool, identity_on: bool) -> str:
+    """The file name the evaluation command expects for this variant (both switches off: both suffixes)."""
+    suffix = ("" if depth_hint_on else "_no_depth") + ("" if identity_on else "_no_identity")
+    return f"diorama_compositor{suffix}.safetensors"
+
+
+def concat_image_channels(depth_hint_on: bool, identity_on: bool) -> int:
+    """Channels of `concat_latent_image`: background latent, then the depth hint, then the reference latent."""
+    return LATENT_CHANNELS + int(depth_hint_on) + LATENT_CHANNELS * int(identity_on)
+
+
+def model_config(settings: SmallCompositorSettings) -> SmallModelConfig:
+    """The small-model config of the compositor: a convolution-only UNet (no attention, so any conditioning
+    a workflow passes is ignored) reading the blend mask and the concatenated latents."""
+    levels = len(settings.channel_mult)
+    image_channels = concat_image_channels(settings.depth_hint, settings.identity)
+    unet = {"in_channels": LATENT_CHANNELS + 1 + image_channels, "out_channels": LATENT_CHANNELS,
+            "model_channels": settings.model_channels, "num_res_blocks": [settings.num_res_blocks] * levels,
+            "channel_mult": list(settings.channel_mult), "num_heads": 1,
+            "transformer_depth": [0] * (settings.num_res_blocks * levels),
+            "transformer_depth_output": [0] * ((settings.num_res_blocks + 1) * levels),
+            "transformer_depth_middle": -1, "context_dim": None}
+    return parse_config({"unet": unet, "model_type": "eps", "latent_format": "taef2",
+                         "latent_scale": settings.latent_scale, "concat_keys": list(CONCAT_KEYS),
+                         "concat_image_channels": image_channels}, f"recipe {NAME}")
+
+
+def initial_unet_state(config: SmallModelConfig, seed: int) -> dict[str, torch.Tensor]:
+    """Seeded initial weights: torch's default init of every conv/linear (ComfyUI's layers skip it), and the
+    output convolutions zero as in SD's UNet (zero_module), so the untrained model predicts ε = 0."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet = UNetModel(**unet_arguments(config), operations=comfy.ops.disable_weight_init)
+        for module in unet.modules():
+            if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
+                _default_init(module)
+            elif isinstance(module, torch.nn.GroupNorm):
+                torch.nn.init.ones_(module.weight)
+                torch.nn.init.zeros_(module.bias)
+    state = unet.state_dict()
+    for key in [k for k in state if k.startswith("out.2.") or k.endswith("out_layers.3.weight")
+                or k.endswith("out_layers.3.bias")]:
+        state[key] = torch.zeros_like(state[key])
+    return state
+
+
+def _default_init(module: torch.nn.Module) -> None:
+    # The torch base class's reset_parameters (Kaiming-uniform); ComfyUI's subclasses replace it with a no-op.
+    base = torch.nn.Conv2d if isinstance(module, torch.nn.Conv2d) else torch.nn.Linear
+    base.reset_parameters(module)
+
+
+def square_crop_around(box: tuple[int, int, int, int], height: int, width: int) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) of the smallest square holding `box`, moved inside the image (clipped if larger)."""
+    x0, y0, x1, y1 = box
+    side = min(max(x1 - x0, y1 - y0), height, width)
+    cx, cy = (x0 + x1) // 2, (y0 + y1) // 2
+    left = min(max(cx - side // 2, 0), width - side)
+    top = min(max(cy - side // 2, 0), height - side)
+    return left, top, left + side, top + side
+
+
+def box_mask(box: tuple[int, int, int, int], height: int, width: int) -> torch.Tensor:
+    x0, y0, x1, y1 = box
+    mask = torch.zeros(height, width)
+    mask[y0:y1, x0:x1] = 1.0
+    return mask
+
+
+def resize_plane(plane: torch.Tensor, size: int) -> torch.Tensor:
+    """[H,W] → [size,size], nearest (masks stay binary)."""
+    return F.interpolate(plane[None, None].float(), size=(size, size), mode="nearest")[0, 0]
+
+
+@dataclass(frozen=True)
+class CompositorInputs:
+    """One pair's inputs at image size (pixels) before encoding."""
+    target: torch.Tensor  # [S,S,3]
+    background: torch.Tensor  # [S,S,3]: target with the blend region grey
+    blend: torch.Tensor  # [S,S] 0/1
+    hint: torch.Tensor  # [S,S] near = 1
+    reference: torch.Tensor  # [S,S,3]: the object from the source frame, rest grey, square crop
+
+
+def compositor_inputs(pair: PairedFrames, size: int) -> CompositorInputs:
+    pair.require("target.depth")
+    target_mask = pair.target.mask_of(pair.object_id).float()
+    source_mask = pair.source.mask_of(pair.object_id).float()
+    height, width = target_mask.shape
+    blend = box_mask(mask_bounding_box(target_mask), height, width)
+    target = pair.target.image.permute(1, 2, 0)
+    background = target * (1 - blend[..., None]) + GREY * blend[..., None]
+    hint = depth_hint(DepthMap(pair.target.depth[None].float(), "metric"))[0, ..., 0]
+    source = pair.source.image.permute(1, 2, 0) * source_mask[..., None] + GREY * (1 - source_mask[..., None])
+    x0, y0, x1, y1 = square_crop_around(mask_bounding_box(source_mask), *source_mask.shape)
+    reference = diffusion.resize_images(source[None, y0:y1, x0:x1], size)[0]
+    images = diffusion.resize_images(torch.stack((target, background)), size)
+    return CompositorInputs(images[0], images[1], resize_plane(blend, size), resize_plane(hint, size), reference)
+
+
+class SmallCompositorRecipe:
+    name = NAME
+
+    def __init__(self, settings: SmallCompositorSettings, device: torch.device, dtype: torch.dtype):
+        self.settings, self.device = settings, device
+        self.config = model_config(settings)
+        self.unet = build_model(self.config, initial_unet_state(self.config, settings.init_seed))
+        self.network = self.unet.model.diffusion_model.to(device=device, dtype=torch.float32).requires_grad_(True)
+        self.vae = load_taef2(*self._taef2_paths(settings.taef2))
+
+    @staticmethod
+    def _taef2_paths(name: str) -> tuple[str, str]:
+        if "," in name:
+            encoder, decoder = (part.strip() for part in name.split(",", 1))
+            return diffusion.model_path("vae_approx", encoder), diffusion.model_path("vae_approx", decoder)
+        return tuple(diffusion.model_path("vae_approx", part) for part in resolve_pair(name))
+
+    # ------------------------------------------------------------------ the trainer's interface
+    def parameter_groups(self) -> list[dict]:
+        return [{"name": "unet", "params": list(self.network.parameters())}]
+
+    def learning_rates(self, step: int) -> dict[str, float]:
+        return {"unet": float(self.settings.learning_rate)}
+
+    def checkpointed_modules(self) -> list[torch.nn.Module]:
+        return []  # convolution-only and small: nothing worth recomputing
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in self.network.state_dict().items()}
+
+    def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.network.load_state_dict(state, strict=True)
+
+    def training_loss(self, batch: list[PairedFrames], generator: torch.Generator) -> torch.Tensor:
+        latents, concat, blend = self._encoded(batch)
+        noisy, sigma, noise = diffusion.noisy_latents(self.unet, latents, generator)
+        epsilon = diffusion.predicted_noise(self.unet, noisy, sigma, None, concat).float()
+        weight = 1 + (self.settings.mask_weight - 1) * blend
+        return (weight * (epsilon - noise) ** 2).mean() / weight.mean()
+
+    @torch.no_grad()
+    def validate(self, batch: list[PairedFrames], generator: torch.Generator) -> tuple[dict[str, float], torch.Tensor]:
+        """ε-loss, and per pair [target | one-step x̂₀ blended into the background | masked background]."""
+        inputs = [compositor_inputs(pair, self.settings.image_size) for pair in batch]
+        latents, concat, blend = self._encoded(batch, inputs)
+        loss, denoised = diffusion.one_step_prediction(self.unet, latents, None, generator, concat)
+        predicted = diffusion.decode_latents(self.unet, self.vae, denoised)
+        targets = torch.stack([i.target for i in inputs])
+        backgrounds = torch.stack([i.background for i in inputs])
+        pixel_blend = torch.stack([i.blend for i in inputs])[..., None]
+        composite = targets * (1 - pixel_blend) + predicted * pixel_blend
+        return {"loss": float(loss.mean())}, torch.cat((targets, composite, backgrounds), dim=2)
+
+    def export(self, directory: Path) -> list[Path]:
+        path = Path(directory) / export_name(self.settings.depth_hint, self.settings.identity)
+        save_small_model(str(path), {k: v.float() for k, v in self.network.state_dict().items()}, self.config)
+        return [path]
+
+    # ------------------------------------------------------------------ the maths
+    @torch.no_grad()
+    def _encoded(self, batch: list[PairedFrames], inputs: list[CompositorInputs] | None = None):
+        """(target latents, concat [mask | model-space concat image], latent-grid blend mask), all on the device."""
+        inputs = inputs or [compositor_inputs(pair, self.settings.image_size) for pair in batch]
+        model = self.unet.model
+        latents = model.process_latent_in(self.vae.encode(torch.stack([i.target for i in inputs])).float())
+        raw = concat_latent_image(self.vae, torch.stack([i.background for i in inputs]),
+                                  torch.stack([i.hint for i in inputs]) if self.settings.depth_hint else None,
+                                  torch.stack([i.reference for i in inputs]) if self.settings.identity else None)
+        # As BaseModel.concat_cond at inference: the whole concat_latent_image goes through process_latent_in,
+        # the mask is the pixel mask resized bilinearly to the latent grid and rounded.
+        blend = torch.stack([i.blend for i in inputs])[:, None]
+        mask = comfy.utils.common_upscale(blend, latents.shape[-1], latents.shape[-2], "bilinear", "center").round()
+        concat = torch.cat((mask, model.process_latent_in(raw)), dim=1)
+        return latents.to(self.device), concat.to(self.device), mask.to(self.device)
+
+
+@torch.no_grad()
+def concat_latent_image(vae, background: torch.Tensor, hint: torch.Tensor | None,
+                        reference: torch.Tensor | None) -> torch.Tensor:
+    """The conditioning's `concat_latent_image` of the compositor, in raw TAEF2 units (ComfyUI applies the model's
+    latent format): [background latent (32) | depth hint area-averaged to 1/8 (1) | reference latent (32)], the
+    parts given. background/reference IMAGE [B,S,S,3], hint [B,S,S] near = 1; S a multiple of 8."""
+    parts = [vae.encode(background[..., :3]).float()]
+    if hint is not None:
+        parts.append(F.avg_pool2d(hint[:, None].float(), DOWNSCALE))
+    if reference is not None:
+        parts.append(vae.encode(reference[..., :3]).float())
+    return torch.cat(parts, dim=1)
+
+
+def create(config: dict, device: torch.device, dtype: torch.dtype) -> SmallCompositorRecipe:
+    return SmallCompositorRecipe(SmallCompositorSettings.from_config(config), device, dtype)
+
+
+register(NAME, create)
