@@ -73,13 +73,20 @@ def test_resume_gives_the_same_next_losses(trained, pairs, tmp_path):
 
 @pytest.mark.parametrize("depth_hint, identity, channels", [(True, True, 32 + 1 + 32 + 1 + 32), (False, True, 97),
                                                              (True, False, 66), (False, False, 65)])
-def test_ablation_switches_change_the_input_channels(depth_hint, identity, channels):
-    """in = 32 noisy latent + 1 mask + 32 background + (1 depth hint) + (32 reference latent)."""
-    settings = sc.SmallCompositorSettings.from_config(recipe_section(depth_hint=depth_hint, identity=identity))
-    config = sc.model_config(settings)
-    assert config.unet["in_channels"] == channels
-    assert config.concat_keys == ("mask", "concat_image")
-    assert config.concat_image_channels == channels - 33
+def test_ablation_switches_change_the_input_channels(depth_hint, identity, channels, vae_approx, pairs):
+    """in = 32 noisy latent + 1 mask + 32 background + (1 depth hint) + (32 reference latent); the recipe's UNet
+    and the concat it trains with have them, and the export is named as the evaluation expects the variant."""
+    recipe = new_recipe(depth_hint=depth_hint, identity=identity)
+    assert recipe.config.unet["in_channels"] == channels
+    assert recipe.config.concat_keys == ("mask", "concat_image")
+    assert recipe.config.concat_image_channels == channels - 33
+    assert recipe.network.input_blocks[0][0].weight.shape[1] == channels
+    _, concat, _ = recipe._encoded(pairs[:1])
+    assert concat.shape[1] == channels - 32
+    expected = {(True, True): "diorama_compositor", (False, True): "diorama_compositor_no_depth",
+                (True, False): "diorama_compositor_no_identity"}.get((depth_hint, identity))
+    if expected:
+        assert sc.export_name(depth_hint, identity) == f"{expected}.safetensors"
 
 
 def test_inputs_mask_the_blend_region_and_carry_the_reference(pairs):
@@ -96,7 +103,7 @@ def test_inputs_mask_the_blend_region_and_carry_the_reference(pairs):
     not_grey = (inputs.reference - 0.5).abs().amax(-1) > 0.05
     assert not_grey.float().mean() > 0.1
     assert (inputs.reference[not_grey].mean(0) - source_colour).abs().amax() < 0.15
-    assert inputs.hint.amin() >= 0 and inputs.hint.amax() == 1  # near = white, normalised
+    assert inputs.hint.amin() >= 0 and 0.9 < inputs.hint.amax() <= 1  # near = white, normalised
 
 
 def test_bad_settings_are_named():

@@ -53,7 +53,7 @@ GREY = 0.5  # the fill of masked pixels, as Composite Sample's inpaint condition
 class SmallCompositorSettings:
     """The `recipe:` section of a small_compositor config."""
 
-    taef2: str = "taef2"  # vae_approx pair name (Diorama Load Tiny Autoencoder's list), or "ENC.safetensors,DEC.safetensors" paths
+    taef2: str = "taef2"  # vae_approx pair name (Diorama Load Tiny Autoencoder's list), or "ENCODER,DECODER" files
     image_size: int = 64  # training resolution (multiple of 8 × 2^(levels−1))
     model_channels: int = 64
     channel_mult: tuple = (1, 2, 2)
@@ -184,7 +184,8 @@ def compositor_inputs(pair: PairedFrames, size: int) -> CompositorInputs:
     x0, y0, x1, y1 = square_crop_around(mask_bounding_box(source_mask), *source_mask.shape)
     reference = diffusion.resize_images(source[None, y0:y1, x0:x1], size)[0]
     images = diffusion.resize_images(torch.stack((target, background)), size)
-    return CompositorInputs(images[0], images[1], resize_plane(blend, size), resize_plane(hint, size), reference)
+    hint = F.interpolate(hint[None, None], size=(size, size), mode="area")[0, 0]  # continuous: averaged, not sampled
+    return CompositorInputs(images[0], images[1], resize_plane(blend, size), hint, reference)
 
 
 class SmallCompositorRecipe:
@@ -195,6 +196,10 @@ class SmallCompositorRecipe:
         self.config = model_config(settings)
         self.unet = build_model(self.config, initial_unet_state(self.config, settings.init_seed))
         self.network = self.unet.model.diffusion_model.to(device=device, dtype=torch.float32).requires_grad_(True)
+        # Trained weights are the float32 master copy (bf16 comes from the trainer's autocast); on a GPU the
+        # loader may have chosen fp16 for inference, and BaseModel casts the UNet's input to this dtype.
+        self.network.dtype = torch.float32
+        self.unet.model.manual_cast_dtype = None
         self.vae = load_taef2(*self._taef2_paths(settings.taef2))
 
     @staticmethod
