@@ -27,7 +27,7 @@ models up (evaluate.py): `diorama_compositor.safetensors`, or with an ablation s
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import comfy.ops
