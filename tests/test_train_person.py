@@ -15,7 +15,7 @@ import tiny_person
 import tiny_sd
 from diorama.ops import keypoints as kp
 from example_prompts import quick_example_prompt
-from diorama.training.checkpoint import checkpoint_folder
+from recipe_runs import ShortRun, rendered_pairs
 from diorama.training.config import TrainConfig
 from diorama.training.data.sources import open_source
 from diorama.training.recipes import person
@@ -23,7 +23,7 @@ from diorama.training.trainer import train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 REPO = Path(__file__).resolve().parents[1]
-STEPS, CHECKPOINT = 24, 12
+RUN = ShortRun(steps=24, checkpoint_every=12, batch_size=2)
 DATA = {"kind": "rendered", "count": 8, "size": 32, "seed": 2}
 
 
@@ -36,33 +36,28 @@ def new_recipe(**changes):
     return person.create(recipe_section(**changes), torch.device("cpu"), torch.float32)
 
 
-def config(steps: int) -> TrainConfig:
-    return TrainConfig(steps=steps, batch_size=2, checkpoint_every=CHECKPOINT, seed=0, progress=False)
-
 
 @pytest.fixture(scope="module")
 def pairs(one_torch_thread) -> list:
-    source = open_source(DATA)
-    return [source[i] for i in range(len(source))]
+    return rendered_pairs(DATA)
 
 
 @pytest.fixture(scope="module")
 def trained(one_torch_thread, tiny_sd_models, tiny_person_models, pairs, tmp_path_factory):
     out = tmp_path_factory.mktemp("person")
-    return out, train(new_recipe(), pairs, config(STEPS), out)
+    return out, RUN.train(new_recipe(), pairs, out)
 
 
 def test_loss_falls_and_a_checkpoint_is_written(trained):
     out, result = trained
     first, last = sum(result.losses[:6]) / 6, sum(result.losses[-6:]) / 6
     assert last < 0.7 * first, result.losses
-    assert checkpoint_folder(out, CHECKPOINT).is_dir() and result.checkpoint == checkpoint_folder(out, STEPS)
+    RUN.assert_checkpoints_written(out, result)
 
 
 def test_resume_gives_the_same_next_loss(trained, pairs, tmp_path):
     out, result = trained
-    resumed = train(new_recipe(), pairs, config(CHECKPOINT + 2), tmp_path, resume_from=checkpoint_folder(out, CHECKPOINT))
-    assert resumed.losses == result.losses[CHECKPOINT:CHECKPOINT + 2]
+    RUN.assert_resume_repeats_the_next_losses(new_recipe, pairs, out, result, tmp_path)
 
 
 def test_stand_in_person_and_sequences(tiny_sd_models, tiny_person_models, pairs):

@@ -12,15 +12,12 @@ import safetensors.torch
 import torch
 
 import shared_models
-from diorama.training.checkpoint import checkpoint_folder
-from diorama.training.config import TrainConfig
-from diorama.training.data.sources import open_source
+from recipe_runs import ShortRun, rendered_pairs
 from diorama.training.recipes import small_compositor as sc
-from diorama.training.trainer import train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 REPO = Path(__file__).resolve().parents[1]
-STEPS, CHECKPOINT = 20, 10
+RUN = ShortRun(steps=20, checkpoint_every=10, batch_size=4)
 DATA = {"kind": "rendered", "count": 8, "size": 64, "seed": 0}
 
 
@@ -33,9 +30,6 @@ def new_recipe(**changes):
     return sc.create(recipe_section(**changes), torch.device("cpu"), torch.float32)
 
 
-def config(steps: int) -> TrainConfig:
-    return TrainConfig(steps=steps, batch_size=4, checkpoint_every=CHECKPOINT, seed=0, progress=False)
-
 
 @pytest.fixture(scope="module")
 def vae_approx(base_dir) -> Path:
@@ -44,31 +38,27 @@ def vae_approx(base_dir) -> Path:
 
 @pytest.fixture(scope="module")
 def pairs(one_torch_thread) -> list:
-    source = open_source(DATA)
-    return [source[i] for i in range(len(source))]
+    return rendered_pairs(DATA)
 
 
 @pytest.fixture(scope="module")
 def trained(one_torch_thread, vae_approx, pairs, tmp_path_factory):
     out = tmp_path_factory.mktemp("small_compositor")
-    return out, train(new_recipe(), pairs, config(STEPS), out)
+    return out, RUN.train(new_recipe(), pairs, out)
 
 
 def test_loss_falls_and_a_checkpoint_is_written(trained):
     out, result = trained
-    assert len(result.losses) == STEPS
     first, last = sum(result.losses[:5]) / 5, sum(result.losses[-5:]) / 5
     # A model that learns nothing stays at ‖ε‖² ≈ 1 (the zero-initialised output predicts ε̂ = 0), within ~2% over
     # 5 × 4 × 8 × 8 × 32 noise values; measured here: 0.89× after 20 steps from scratch.
     assert last < 0.93 * first, result.losses
-    assert checkpoint_folder(out, CHECKPOINT).is_dir() and result.checkpoint == checkpoint_folder(out, STEPS)
+    RUN.assert_checkpoints_written(out, result)
 
 
 def test_resume_gives_the_same_next_losses(trained, pairs, tmp_path):
     out, result = trained
-    resumed = train(new_recipe(), pairs, config(CHECKPOINT + 2), tmp_path, resume_from=checkpoint_folder(out, CHECKPOINT))
-    assert resumed.start_step == CHECKPOINT
-    assert resumed.losses == result.losses[CHECKPOINT:CHECKPOINT + 2]
+    RUN.assert_resume_repeats_the_next_losses(new_recipe, pairs, out, result, tmp_path)
 
 
 @pytest.mark.parametrize("depth_hint, identity, channels", [(True, True, 32 + 1 + 32 + 1 + 32), (False, True, 97),
