@@ -74,8 +74,16 @@ def _unreadable(path: str, error: Exception) -> ValueError:
                       "source and copy it again)")
 
 
+SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
+
+
+def safetensors_files(folder_name: str) -> list[str]:
+    """The safetensors files of a model folder (pickled formats are never offered)."""
+    return [f for f in folder_paths.get_filename_list(folder_name) if f.lower().endswith(SAFETENSORS_SUFFIXES)]
+
+
 def _require_safetensors_name(path: str) -> None:
-    if not path.lower().endswith((".safetensors", ".sft")):
+    if not path.lower().endswith(SAFETENSORS_SUFFIXES):
         raise ValueError(f"{os.path.basename(path)}: expected a .safetensors file (pickled .ckpt/.pt/.bin weights "
                          "are not loaded here)")
 

@@ -28,7 +28,7 @@ import folder_paths
 import torch
 from torch import nn
 
-from .model_folders import check_model_name, read_safetensors, resolve_model_file
+from .model_folders import check_model_name, read_safetensors, resolve_model_file, safetensors_files
 from .state_layout import layout_differences
 
 log = logging.getLogger(__name__)
@@ -225,7 +225,7 @@ def load_taef2(encoder_path: str, decoder_path: str) -> Taef2VAE:
 def taef2_pairs() -> dict[str, tuple[str, str]]:
     """name → (encoder file, decoder file) for every `<name>_encoder` + `<name>_decoder` safetensors pair in
     vae_approx whose name starts with "taef2" (TAESD/TAEF1 pairs belong to ComfyUI's own VAE Loader)."""
-    files = [f for f in folder_paths.get_filename_list(VAE_APPROX_FOLDER) if f.lower().endswith((".safetensors", ".sft"))]
+    files = safetensors_files(VAE_APPROX_FOLDER)
     by_stem = {os.path.splitext(f)[0]: f for f in files}
     return {stem[:-len(ENCODER_SUFFIX)]: (file, by_stem[stem[:-len(ENCODER_SUFFIX)] + DECODER_SUFFIX])
             for stem, file in sorted(by_stem.items())

@@ -3,13 +3,12 @@ from __future__ import annotations
 
 from typing import Callable
 
-import folder_paths
 import torch
 from comfy_api.latest import io
 
 from ..loaders.identity_adapter import IdentityAdapter, apply_identity_adapter, load_identity_adapter, null_tokens
 from ..loaders.identity_encoder import dinov2_geometry, dinov2_tokens, load_dinov2
-from ..loaders.model_folders import IDENTITY_ADAPTER_FOLDER, resolve_model_file
+from ..loaders.model_folders import IDENTITY_ADAPTER_FOLDER, resolve_model_file, safetensors_files
 from ..ops.bifrost_reference import mask_bounding_box, reference_crop
 from ..ops.checks import (as_mask_batch, as_rgb_batch, binary_mask, common_batch, expand_batch, file_pixels,
                           require_nonempty, require_same_size)
@@ -19,10 +18,6 @@ from .common import CATEGORY, concat_batch, for_each_item, intermediate
 
 IdentityAdapterSocket = io.Custom("DIORAMA_IDENTITY_ADAPTER")
 CLIP_VISION_FOLDER = "clip_vision"
-
-
-def safetensors_files(folder_name: str) -> list[str]:
-    return [f for f in folder_paths.get_filename_list(folder_name) if f.lower().endswith((".safetensors", ".sft"))]
 
 
 class DinoV2Loader(io.ComfyNode):

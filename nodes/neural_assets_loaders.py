@@ -1,12 +1,11 @@
 """Neural Assets model loaders: the DINO backbone and the adapter (the trained token head)."""
 from __future__ import annotations
 
-import folder_paths
 from comfy_api.latest import io
 
 from ..loaders.dino_features import load_dino
 from ..loaders.model_folders import (DINO_FOLDER, NEURAL_ASSETS_FOLDER, resolve_model_file,
-                                     resolve_transformers_folder, transformers_folders)
+                                     resolve_transformers_folder, safetensors_files, transformers_folders)
 from ..loaders.neural_assets_adapter import load_neural_assets_adapter
 from .common import CATEGORY
 
@@ -40,8 +39,7 @@ class DinoLoader(io.ComfyNode):
 class NeuralAssetsAdapterLoader(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        files = [f for f in folder_paths.get_filename_list(NEURAL_ASSETS_FOLDER)
-                 if f.lower().endswith((".safetensors", ".sft"))]
+        files = safetensors_files(NEURAL_ASSETS_FOLDER)
         return io.Schema(
             node_id="DioramaNeuralAssetsAdapterLoader",
             display_name="Diorama Neural Assets Adapter Loader",

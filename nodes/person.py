@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from comfy_api.latest import io
 
 from ..loaders.identity_encoder import dinov2_tokens
-from ..loaders.model_folders import PERSON_ADAPTER_FOLDER, resolve_model_file
+from ..loaders.model_folders import PERSON_ADAPTER_FOLDER, resolve_model_file, safetensors_files
 from ..loaders.person_adapter import LoadedPersonAdapter, load_person_adapter, null_tokens, run_adapter
 from ..ops import keypoints as kp
 from ..ops.checks import as_mask_batch, as_rgb_batch, common_batch, expand_batch, file_pixels, require_nonempty, require_same_size
@@ -17,7 +17,6 @@ from ..ops.person_tokens import join_parts
 from ..ops.placement import mask_bounding_box
 from .common import CATEGORY, KeypointsSocket, intermediate
 from .composite import WindowSocket
-from .identity import safetensors_files
 from .neural_assets import window_fractions
 
 PersonAdapterSocket = io.Custom("DIORAMA_PERSON_ADAPTER")

@@ -1,10 +1,9 @@
 """Loaders for Diorama's own small models: TAEF2 as a VAE and a small UNet as a MODEL."""
 from __future__ import annotations
 
-import folder_paths
 from comfy_api.latest import io
 
-from ..loaders.model_folders import SMALL_MODEL_FOLDER, resolve_model_file
+from ..loaders.model_folders import SMALL_MODEL_FOLDER, resolve_model_file, safetensors_files
 from ..loaders.small_model import load_small_model
 from ..loaders.taef2 import VAE_APPROX_FOLDER, load_taef2, resolve_pair, taef2_pairs
 from .common import CATEGORY
@@ -37,7 +36,7 @@ class LoadTinyAutoencoder(io.ComfyNode):
 class LoadSmallModel(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        files = [f for f in folder_paths.get_filename_list(SMALL_MODEL_FOLDER) if f.lower().endswith((".safetensors", ".sft"))]
+        files = safetensors_files(SMALL_MODEL_FOLDER)
         return io.Schema(
             node_id="DioramaLoadSmallModel",
             display_name="Diorama Load Small Model",
