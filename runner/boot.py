@@ -6,6 +6,8 @@ import os
 import sys
 from pathlib import Path
 
+from .event_loop import outside_running_loop
+
 _booted = False
 
 
@@ -54,7 +56,7 @@ def boot_comfyui(base_directory: str | None = None, output_directory: str | None
     import utils.extra_config  # noqa: F401  (ComfyUI expects it imported before nodes)
     import nodes
 
-    asyncio.run(nodes.init_extra_nodes(init_custom_nodes=True, init_api_nodes=False))
+    outside_running_loop(lambda: asyncio.run(nodes.init_extra_nodes(init_custom_nodes=True, init_api_nodes=False)))
     # ComfyUI only logs a custom node pack that fails to import; a headless run must not go on without it.
     if not any(name.startswith("Diorama") for name in nodes.NODE_CLASS_MAPPINGS):
         raise RuntimeError("the Diorama nodes did not load into ComfyUI (run with --verbose to see why); "

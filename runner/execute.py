@@ -6,6 +6,8 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+from .event_loop import outside_running_loop
+
 
 class WorkflowError(RuntimeError):
     """A workflow failed validation or a node raised while executing."""
@@ -62,7 +64,8 @@ def validate(prompt: dict) -> list[str]:
     """ComfyUI's own validation; returns the output node ids to execute or raises WorkflowError."""
     import execution
 
-    valid, error, outputs, node_errors = asyncio.run(execution.validate_prompt(str(uuid.uuid4()), prompt, None))
+    valid, error, outputs, node_errors = outside_running_loop(
+        lambda: asyncio.run(execution.validate_prompt(str(uuid.uuid4()), prompt, None)))
     # ComfyUI runs the outputs that did validate; a headless run of a whole workflow must not.
     if valid and not node_errors:
         return outputs
@@ -82,7 +85,7 @@ def execute_prompt(prompt: dict, executor=None) -> ExecutionReport:
     recorder = executor.server
     recorder.events.clear()
     prompt_id = str(uuid.uuid4())
-    executor.execute(prompt, prompt_id, {"client_id": "diorama-runner"}, outputs)
+    outside_running_loop(lambda: executor.execute(prompt, prompt_id, {"client_id": "diorama-runner"}, outputs))
     finished = time.perf_counter()
     if not executor.success:
         for event, data in executor.status_messages:

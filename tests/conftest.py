@@ -95,15 +95,6 @@ def network_guard():
     remove_network_guard()
 
 
-BROWSER_TESTS = REPO / "tests" / "browser"
-
-
-def pytest_collection_modifyitems(items) -> None:
-    """The browser tests run last: Playwright's sync API keeps an asyncio loop running in this thread
-    until the session ends, and the in-process executor's asyncio.run cannot start under it."""
-    items.sort(key=lambda item: item.path.is_relative_to(BROWSER_TESTS))
-
-
 @pytest.fixture(scope="session")
 def base_dir() -> Path:
     return BASE_DIR

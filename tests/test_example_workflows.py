@@ -1,5 +1,6 @@
 """Every example workflow end to end: in this process, through the runner's command line, and
 once through a real ComfyUI server (/prompt → /history → output file)."""
+import asyncio
 import os
 import subprocess
 import sys
@@ -40,6 +41,19 @@ def test_every_example_workflow_runs_and_has_a_thumbnail(path, run_prompt, tiny_
     report = run_prompt(quick_example_prompt(path.stem))
     assert any(output.get("images") for output in report.outputs.values())
     assert path.with_suffix(".jpg").is_file(), "the template browser shows a same-name .jpg"
+
+
+def test_the_runner_works_under_a_running_event_loop(paste_result, run_prompt, base_dir):
+    """A Jupyter kernel, an async application or Playwright's sync API already runs an event loop in the
+    calling thread, where ComfyUI's own asyncio.run calls cannot start."""
+    prompt = to_api_prompt(load_workflow(REPO / "example_workflows" / "depth_aware_paste.json"))
+    prompt["4"]["inputs"]["filename_prefix"] = "under_a_loop"
+
+    async def from_a_coroutine():
+        return run_prompt(prompt)
+
+    report = asyncio.run(from_a_coroutine())
+    assert np.array_equal(saved_image(base_dir, report.outputs, "4"), paste_result[1])
 
 
 def test_paste_workflow_hides_the_crate_behind_the_table(paste_result):
