@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +53,9 @@ def test_the_runner_works_under_a_running_event_loop(paste_result, run_prompt, b
     async def from_a_coroutine():
         return run_prompt(prompt)
 
-    report = asyncio.run(from_a_coroutine())
+    # The loop runs in a thread of its own: this thread may already run Playwright's (browser tests first).
+    with ThreadPoolExecutor(max_workers=1) as thread:
+        report = thread.submit(asyncio.run, from_a_coroutine()).result()
     assert np.array_equal(saved_image(base_dir, report.outputs, "4"), paste_result[1])
 
 
