@@ -15,6 +15,7 @@ from ..ops.checks import (as_mask_batch, as_rgb_batch, common_batch, expand_batc
 from ..ops.composite_window import composite_window, crop_image, crop_plane, require_window_fits
 from ..ops.depth_map import DepthMap
 from ..ops.placement import Placement, mask_bounding_box
+from ..ops.small_compositor_inputs import grey_where_masked
 from ..ops.stitch import stitch_window
 from .common import CATEGORY, DepthSocket, PlacementSocket, intermediate
 
@@ -122,9 +123,7 @@ class CropToWindow(io.ComfyNode):
 
 def inpaint_conditioning(positive, negative, vae, pixels: torch.Tensor, mask: torch.Tensor):
     """What inpainting UNets read: the window with the region to fill set to grey, and the mask."""
-    keep = (mask.round() < 0.5).float()[..., None]
-    masked = pixels * keep + 0.5 * (1 - keep)
-    values = {"concat_latent_image": vae.encode(masked), "concat_mask": mask[:, None]}
+    values = {"concat_latent_image": vae.encode(grey_where_masked(pixels, mask)), "concat_mask": mask[:, None]}
     return (node_helpers.conditioning_set_values(positive, values), node_helpers.conditioning_set_values(negative, values))
 
 

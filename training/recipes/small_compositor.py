@@ -11,6 +11,8 @@ Per pair, at `image_size` (the rendered frames resized square):
   white), area-averaged to the latent grid (1 channel);
 - identity (`identity: true`): the object seen in the source frame, everything else grey, cropped to a
   square around its box and TAEF2-encoded (32 channels).
+The preparation of these inputs and their concat are ops/small_compositor_inputs.py, which the inference node
+(Diorama Small Compositor Conditioning) uses too, so training and inference cannot drift apart.
 
 Why identity as latent channels, not cross-attention tokens: the loader's concat keys are the one
 conditioning path that KSampler and Composite Sample already feed to a small model (the conditioning's
@@ -21,13 +23,19 @@ workflow passes. So the UNet has no attention layers, and the model's concat key
 in raw TAEF2 units, which ComfyUI scales by the model's latent format (process_latent_in) exactly as
 training does here. Loss: ε-prediction MSE, pixels inside the blend region weighted by `mask_weight`.
 
+Condition dropout (`condition_dropout` p): per pair, the depth hint is replaced by the absent hint (all 0:
+nothing near) with probability p and, independently, the reference by the absent reference (all grey). The
+model then also knows what to do without either, which is what the evaluation's ablation rows measure
+("compositor − depth hint", "− identity tokens": the same weights with that input absent) instead of
+training two more models on two CPU cores.
+
 Export (models/diorama_small_models/, Diorama Load Small Model), named as the evaluation command looks the
 models up (evaluate.py): `diorama_compositor.safetensors`, or with an ablation switch off
 `diorama_compositor_no_depth.safetensors` / `diorama_compositor_no_identity.safetensors`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import comfy.ops
@@ -40,13 +48,14 @@ from ...loaders.small_model import SmallModelConfig, build_model, parse_config, 
 from ...loaders.taef2 import DOWNSCALE, LATENT_CHANNELS, load_taef2, resolve_pair
 from ...ops.depth_map import DepthMap, depth_hint
 from ...ops.placement import mask_bounding_box
+from ...ops.small_compositor_inputs import (absent_hint, absent_reference, concat_latent_image, grey_where_masked,
+                                            reference_crop)
 from .. import diffusion
 from ..data.frames import PairedFrames
 from . import register
 
 NAME = "small_compositor"
 CONCAT_KEYS = ("mask", "concat_image")
-GREY = 0.5  # the fill of masked pixels, as Composite Sample's inpaint conditioning
 
 
 @dataclass(frozen=True)
@@ -62,6 +71,7 @@ class SmallCompositorSettings:
     depth_hint: bool = True  # ablation switch: the fused-depth channel
     identity: bool = True  # ablation switch: the reference latent channels
     mask_weight: float = 1.0  # loss weight inside the blend region (1 = plain MSE)
+    condition_dropout: float = 0.0  # per pair: probability that the hint (and, independently, the reference) is absent
     learning_rate: float = 2e-4
     init_seed: int = 0  # the UNet's initial weights
 
@@ -81,6 +91,8 @@ class SmallCompositorSettings:
         if settings.model_channels < 32 or settings.model_channels % 32:
             raise ValueError(f"recipe.model_channels = {settings.model_channels}; expected a multiple of 32 "
                              "(the UNet's GroupNorm has 32 groups)")
+        if not 0 <= settings.condition_dropout < 1:
+            raise ValueError(f"recipe.condition_dropout = {settings.condition_dropout}; expected a probability in [0, 1)")
         if settings.learning_rate <= 0 or settings.mask_weight <= 0 or settings.latent_scale <= 0:
             raise ValueError(f"recipe.learning_rate, mask_weight and latent_scale must be > 0; got "
                              f"{settings.learning_rate}, {settings.mask_weight}, {settings.latent_scale}")
@@ -139,16 +151,6 @@ def _default_init(module: torch.nn.Module) -> None:
     base.reset_parameters(module)
 
 
-def square_crop_around(box: tuple[int, int, int, int], height: int, width: int) -> tuple[int, int, int, int]:
-    """(x0, y0, x1, y1) of the smallest square holding `box`, moved inside the image (clipped if larger)."""
-    x0, y0, x1, y1 = box
-    side = min(max(x1 - x0, y1 - y0), height, width)
-    cx, cy = (x0 + x1) // 2, (y0 + y1) // 2
-    left = min(max(cx - side // 2, 0), width - side)
-    top = min(max(cy - side // 2, 0), height - side)
-    return left, top, left + side, top + side
-
-
 def box_mask(box: tuple[int, int, int, int], height: int, width: int) -> torch.Tensor:
     x0, y0, x1, y1 = box
     mask = torch.zeros(height, width)
@@ -171,6 +173,19 @@ class CompositorInputs:
     reference: torch.Tensor  # [S,S,3]: the object from the source frame, rest grey, square crop
 
 
+def drop_conditions(inputs: list[CompositorInputs], probability: float,
+                    generator: torch.Generator) -> list[CompositorInputs]:
+    """Condition dropout: each pair's hint, and independently its reference, absent with `probability`
+    (two draws per pair from `generator`, made even when p = 0 so the noise stream does not depend on p)."""
+    draws = torch.rand(len(inputs), 2, generator=generator)
+    dropped = []
+    for item, (no_hint, no_reference) in zip(inputs, (draws < probability).tolist()):
+        size = item.target.shape[0]
+        dropped.append(replace(item, hint=absent_hint(size, size) if no_hint else item.hint,
+                               reference=absent_reference(size, size) if no_reference else item.reference))
+    return dropped
+
+
 def compositor_inputs(pair: PairedFrames, size: int) -> CompositorInputs:
     pair.require("target.depth")
     target_mask = pair.target.mask_of(pair.object_id).float()
@@ -178,11 +193,9 @@ def compositor_inputs(pair: PairedFrames, size: int) -> CompositorInputs:
     height, width = target_mask.shape
     blend = box_mask(mask_bounding_box(target_mask), height, width)
     target = pair.target.image.permute(1, 2, 0)
-    background = target * (1 - blend[..., None]) + GREY * blend[..., None]
+    background = grey_where_masked(target, blend)
     hint = depth_hint(DepthMap(pair.target.depth[None].float(), "metric"))[0, ..., 0]
-    source = pair.source.image.permute(1, 2, 0) * source_mask[..., None] + GREY * (1 - source_mask[..., None])
-    x0, y0, x1, y1 = square_crop_around(mask_bounding_box(source_mask), *source_mask.shape)
-    reference = diffusion.resize_images(source[None, y0:y1, x0:x1], size)[0]
+    reference = reference_crop(pair.source.image.permute(1, 2, 0), source_mask, (size, size))
     images = diffusion.resize_images(torch.stack((target, background)), size)
     hint = F.interpolate(hint[None, None], size=(size, size), mode="area")[0, 0]  # continuous: averaged, not sampled
     return CompositorInputs(images[0], images[1], resize_plane(blend, size), hint, reference)
@@ -226,7 +239,8 @@ class SmallCompositorRecipe:
         self.network.load_state_dict(state, strict=True)
 
     def training_loss(self, batch: list[PairedFrames], generator: torch.Generator) -> torch.Tensor:
-        latents, concat, blend = self._encoded(batch)
+        inputs = [compositor_inputs(pair, self.settings.image_size) for pair in batch]
+        latents, concat, blend = self._encoded(batch, drop_conditions(inputs, self.settings.condition_dropout, generator))
         noisy, sigma, noise = diffusion.noisy_latents(self.unet, latents, generator)
         epsilon = diffusion.predicted_noise(self.unet, noisy, sigma, None, concat).float()
         weight = 1 + (self.settings.mask_weight - 1) * blend
@@ -266,20 +280,6 @@ class SmallCompositorRecipe:
         mask = comfy.utils.common_upscale(blend, latents.shape[-1], latents.shape[-2], "bilinear", "center").round()
         concat = torch.cat((mask, model.process_latent_in(raw)), dim=1)
         return latents.to(self.device), concat.to(self.device), mask.to(self.device)
-
-
-@torch.no_grad()
-def concat_latent_image(vae, background: torch.Tensor, hint: torch.Tensor | None,
-                        reference: torch.Tensor | None) -> torch.Tensor:
-    """The conditioning's `concat_latent_image` of the compositor, in raw TAEF2 units (ComfyUI applies the model's
-    latent format): [background latent (32) | depth hint area-averaged to 1/8 (1) | reference latent (32)], the
-    parts given. background/reference IMAGE [B,S,S,3], hint [B,S,S] near = 1; S a multiple of 8."""
-    parts = [vae.encode(background[..., :3]).float()]
-    if hint is not None:
-        parts.append(F.avg_pool2d(hint[:, None].float(), DOWNSCALE))
-    if reference is not None:
-        parts.append(vae.encode(reference[..., :3]).float())
-    return torch.cat(parts, dim=1)
 
 
 def create(config: dict, device: torch.device, dtype: torch.dtype) -> SmallCompositorRecipe:
