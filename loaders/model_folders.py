@@ -15,6 +15,8 @@ DINO_FOLDER = "dino"  # transformers DINO / DINOv2 folders for Neural Assets
 PERSON_ADAPTER_FOLDER = "person_adapters"  # person insertion adapters (safetensors)
 LLM_FOLDER = "LLM"  # transformers VLM folders; the name other packs (Florence-2, Qwen-VL nodes) share
 SMALL_MODEL_FOLDER = "diorama_small_models"  # Diorama's own small UNets (loaders.small_model)
+# The small models shipped with the pack (<pack>/small_models/), listed after the user's folders.
+SHIPPED_SMALL_MODELS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "small_models")
 
 
 def register_model_folders() -> None:
@@ -22,6 +24,7 @@ def register_model_folders() -> None:
     for folder in (DEPTH_FOLDER, IDENTITY_ADAPTER_FOLDER, NEURAL_ASSETS_FOLDER, DINO_FOLDER, PERSON_ADAPTER_FOLDER,
                    LLM_FOLDER, SMALL_MODEL_FOLDER):
         folder_paths.add_model_folder_path(folder, os.path.join(folder_paths.models_dir, folder))
+    folder_paths.add_model_folder_path(SMALL_MODEL_FOLDER, SHIPPED_SMALL_MODELS)
 
 
 def transformers_folders(folder_name: str) -> list[str]:

@@ -46,8 +46,9 @@ class LoadSmallModel(io.ComfyNode):
                         "Sample; decode its latents with Diorama Load Tiny Autoencoder's VAE.",
             inputs=[
                 io.Combo.Input("model_name", options=files,
-                               tooltip=f"A small model .safetensors in models/{SMALL_MODEL_FOLDER}/ (or a path added "
-                                       f"for '{SMALL_MODEL_FOLDER}' in extra_model_paths.yaml)."),
+                               tooltip=f"A small model .safetensors in models/{SMALL_MODEL_FOLDER}/, a path added "
+                                       f"for '{SMALL_MODEL_FOLDER}' in extra_model_paths.yaml, or the pack's own "
+                                       "small_models/ (the models shipped with Diorama)."),
             ],
             outputs=[io.Model.Output("model", tooltip="The UNet as a ComfyUI MODEL (latents: 32 channels at 1/8).")],
         )
