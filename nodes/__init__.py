@@ -13,6 +13,7 @@ from .person import NODES as PERSON_NODES
 from .placement import PlacementFromBox, PlacementFromMask
 from .save import SaveImageAtomic
 from .scene import BundledScene
+from .small_compositor import SmallCompositorConditioning
 from .small_models import NODES as SMALL_MODEL_NODES
 from .vlm import VLMLoader
 
@@ -47,4 +48,5 @@ NODES = [
     LocatePlacement,
     SaveImageAtomic,
     *SMALL_MODEL_NODES,
+    SmallCompositorConditioning,
 ]

@@ -67,7 +67,7 @@ def concat_latent_image(vae, background: torch.Tensor, hint: torch.Tensor | None
     latent = vae.encode(background[..., :3]).float()
     parts = [latent]
     if hint is not None:
-        parts.append(F.avg_pool2d(hint[:, None].float(), background.shape[1] // latent.shape[-2]))
+        parts.append(F.avg_pool2d(hint[:, None].float().to(latent.device), background.shape[1] // latent.shape[-2]))
     if reference is not None:
         parts.append(vae.encode(reference[..., :3]).float())
     return torch.cat(parts, dim=1)
