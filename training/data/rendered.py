@@ -15,8 +15,10 @@ both frames (an object out of view has an empty mask and a zero source box). Eac
 `boxes3d[k].source_box` is object k's 2D box in that frame itself. Sky pixels have depth inf.
 
 `extras`: "target_visible_fraction" (visible pixels of the object in the target / its pixels when
-rendered alone from the target camera), "source_mode" ("scene", or "object": the source frame shows
-the object alone on the sky colour, seen from the source camera), "names" ({instance id: "red box",
+rendered alone from the target camera), "source_mode" ("scene"; "object": the source frame shows
+the object alone on the sky colour, seen from the source camera; "moved": the source frame is the same
+scene seen from the target camera with the object moved 0.3-0.8 m along the ground and turned 15-90° about
+the vertical, its shadow with it — the Neural Assets task of putting an object at a new 3D pose), "names" ({instance id: "red box",
 "blue ball", "person", …}: colour word of the object's hue + shape, for sentence-building recipes),
 "keypoints_occluded" (people only: per joint, whether another object hides it in the target).
 """
@@ -27,17 +29,17 @@ import math
 import random
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from ...ops import assets as A
-from ...ops.render import Box, Plane, Primitive, Render, Sphere, in_camera, render
-from ...ops.render import Camera as RenderCamera
+from ...ops.asset_render import render_view
+from ...ops.render import Box, Plane, Primitive, Render, Sphere
 from .frames import Frame, PairedFrames
 from .stick_figure import StickFigure, random_figure
 
-SOURCE_MODES = ("scene", "object")
+SOURCE_MODES = ("scene", "object", "moved")
 MIN_SIZE = 16
 MIN_VISIBLE_PIXELS_FRACTION = 0.004  # the chosen object covers at least this share of each view
 GROUP_RADIUS = 1.4  # metres: objects stand within this distance of the scene centre, so they occlude
@@ -136,6 +138,38 @@ def random_scene(rng: random.Random, people: float = 0.0) -> Scene:
     return Scene(ground, tuple(objects), light, sky)
 
 
+def moved_object(obj: SceneObject, offset: tuple[float, float], turn: float) -> SceneObject:
+    """The object moved by `offset` (metres along world x, y) and turned by `turn` radians about the vertical
+    through its centre; its textures move with it."""
+    spin = A.rotation_from_ypr(turn, 0.0, 0.0).double()
+    centre = torch.tensor(obj.asset_centre, dtype=torch.float64)
+    shift = torch.tensor((*offset, 0.0), dtype=torch.float64)
+
+    def placed(point) -> tuple[float, float, float]:
+        return tuple((spin @ (torch.tensor(point, dtype=torch.float64) - centre) + centre + shift).tolist())
+
+    def turned(rotation) -> tuple[tuple[float, float, float], ...]:
+        return tuple(map(tuple, (spin @ torch.tensor(rotation, dtype=torch.float64)).tolist()))
+
+    primitives = tuple(replace(p, centre=placed(p.centre), rotation=turned(p.rotation)) for p in obj.primitives)
+    return replace(obj, primitives=primitives, asset_centre=placed(obj.asset_centre),
+                   asset_rotation=turned(obj.asset_rotation))
+
+
+def moved_scene(rng: random.Random, scene: Scene, object_id: int, tries: int = 20) -> Scene | None:
+    """The scene with object `object_id` moved 0.3-0.8 m and turned 15-90° either way, clear of the others
+    (None when `tries` draws all collide)."""
+    obj = scene.objects[object_id - 1]
+    others = [o for o in scene.objects if o is not obj]
+    for _ in range(tries):
+        angle, distance = rng.uniform(0, 2 * math.pi), rng.uniform(0.3, 0.8)
+        turn = rng.choice((-1, 1)) * math.radians(rng.uniform(15, 90))
+        moved = moved_object(obj, (distance * math.cos(angle), distance * math.sin(angle)), turn)
+        if all(math.dist(moved.asset_centre[:2], o.asset_centre[:2]) > _footprint(moved) + _footprint(o) for o in others):
+            return replace(scene, objects=tuple(moved if o is obj else o for o in scene.objects))
+    return None
+
+
 def random_camera(rng: random.Random, size: int, azimuth: float) -> A.Camera:
     """A camera 3.5-6 m from the scene centre, 12-40° above the ground, looking at the group."""
     distance, elevation = rng.uniform(3.5, 6.0), math.radians(rng.uniform(12, 40))
@@ -144,16 +178,6 @@ def random_camera(rng: random.Random, size: int, azimuth: float) -> A.Camera:
     target = (rng.uniform(-0.4, 0.4), rng.uniform(-0.4, 0.4), rng.uniform(0.1, 0.5))
     focal = A.focal_from_fov(size, rng.uniform(40, 60))
     return A.Camera(A.intrinsics_from_focal(size, size, focal), A.world_to_camera_look_at(position, target), (size, size))
-
-
-def _render(camera: A.Camera, primitives: list[Primitive], light_world: tuple[float, float, float],
-            shadows: bool = False):
-    (fx, _, cx), (_, fy, cy), _ = camera.intrinsics
-    height, width = camera.image_hw
-    rotation = torch.tensor(camera.world_to_camera, dtype=torch.float64)[:3, :3]
-    light = tuple((rotation @ torch.tensor(light_world, dtype=torch.float64)).tolist())
-    return render(RenderCamera(width, height, fx, fy, cx, cy), [in_camera(p, camera.world_to_camera) for p in primitives],
-                  light=light, shadows=shadows)
 
 
 def _image(shot: Render, sky: tuple[float, float, float]) -> torch.Tensor:
@@ -220,6 +244,8 @@ class RenderedPairs(Sequence):
             raise ValueError(f"rendered source: shadows must be true or false, got {shadows!r}")
         if isinstance(people, bool) or not isinstance(people, (int, float)) or not 0 <= people <= 1:
             raise ValueError(f"rendered source: people must be a probability in 0..1, got {people!r}")
+        if source_mode == "moved" and people:
+            raise ValueError("rendered source: source_mode 'moved' moves boxes and balls only; set people to 0")
         self.count, self.size, self.seed, self.source_mode = int(count), int(size), int(seed), source_mode
         self.shadows, self.people = shadows, float(people)
 
@@ -243,28 +269,37 @@ class RenderedPairs(Sequence):
             object_id = rng.randint(1, len(scene.objects))
             if scene.objects[0].figure is not None:
                 object_id = 1  # a scene with a person is about the person
+            source_scene = scene
+            if self.source_mode == "moved":
+                source_scene = moved_scene(rng, scene, object_id)
+                if source_scene is None:
+                    continue  # no free place to move the object to: another scene
             for _ in range(CAMERA_TRIES):
                 azimuth = rng.uniform(0, 2 * math.pi)
                 target_camera = random_camera(rng, self.size, azimuth)
-                source_camera = random_camera(rng, self.size, azimuth + rng.choice((-1, 1)) * math.radians(rng.uniform(30, 120)))
-                source_primitives = primitives if self.source_mode == "scene" else list(scene.objects[object_id - 1].primitives)
-                target_shot = _render(target_camera, primitives, scene.light, self.shadows)
+                if self.source_mode == "moved":
+                    source_camera = target_camera
+                    source_primitives = [scene.ground] + [p for o in source_scene.objects for p in o.primitives]
+                else:
+                    source_camera = random_camera(rng, self.size, azimuth + rng.choice((-1, 1)) * math.radians(rng.uniform(30, 120)))
+                    source_primitives = primitives if self.source_mode == "scene" else list(scene.objects[object_id - 1].primitives)
+                target_shot = render_view(target_camera, primitives, scene.light, self.shadows)
                 if int((target_shot.instance == object_id).sum()) < min_pixels:
                     continue
-                source_shot = _render(source_camera, source_primitives, scene.light, self.shadows)
+                source_shot = render_view(source_camera, source_primitives, scene.light, self.shadows)
                 if int((source_shot.instance == object_id).sum()) >= min_pixels:
                     return self._pair(index, scene, primitives, object_id, (source_camera, source_shot),
-                                      (target_camera, target_shot))
+                                      (target_camera, target_shot), source_scene)
 
     def _pair(self, index: int, scene: Scene, primitives: list[Primitive], object_id: int,
-              source: tuple[A.Camera, Render], target: tuple[A.Camera, Render]) -> PairedFrames:
+              source: tuple[A.Camera, Render], target: tuple[A.Camera, Render], source_scene: Scene) -> PairedFrames:
         """The pair from the two accepted shots: plus the clean plate and the object alone in the target view."""
         (source_camera, source_shot), (target_camera, target_shot) = source, target
         chosen = scene.objects[object_id - 1]
         without = [p for p in primitives if p.instance != object_id]
-        plate = _image(_render(target_camera, without, scene.light, self.shadows), scene.sky)
+        plate = _image(render_view(target_camera, without, scene.light, self.shadows), scene.sky)
         target_frame = _frame(scene, target_camera, target_shot, clean_plate=plate)
-        alone = int((_render(target_camera, list(chosen.primitives), scene.light).instance == object_id).sum())
+        alone = int((render_view(target_camera, list(chosen.primitives), scene.light).instance == object_id).sum())
         visible = int(target_frame.mask_of(object_id).sum())
         extras = {"target_visible_fraction": visible / alone, "source_mode": self.source_mode,
                   "names": {k + 1: o.name for k, o in enumerate(scene.objects)}}
@@ -272,6 +307,6 @@ class RenderedPairs(Sequence):
         if chosen.figure is not None:
             caption = f"a person in {colour_word(chosen.primitives[0].colour)} {chosen.figure.pose}"
             keypoints, extras["keypoints_occluded"] = _keypoints(chosen.figure, target_camera, target_shot, object_id)
-        return PairedFrames(_frame(scene, source_camera, source_shot), target_frame, object_id,
+        return PairedFrames(_frame(source_scene, source_camera, source_shot), target_frame, object_id,
                             origin=f"render seed={self.seed} index={index}", caption=caption, keypoints=keypoints,
                             extras=extras)

@@ -1,0 +1,55 @@
+"""The pose planes Diorama's small Neural Assets model reads for one object (pure tensor maths).
+
+Neural Assets gives its diffusion model each object's appearance (from its box in the source frame) and its
+target 3D pose (box corners) as tokens. The small model has no attention, so both become image planes on the
+target frame's grid: the object's source box as a 0/1 rectangle (where its appearance is, and what must be
+filled in once it has left), and its target 3D box as a pose hint (ops.asset_render.box_pose_hint: the box's
+silhouette holding its nearness). The blend region, the only pixels the edit may change, is the smallest
+rectangle holding both, grown by a margin for the edges and the contact shadow.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from . import assets as A
+from .asset_render import box_pose_hint
+
+
+@dataclass(frozen=True)
+class PosePlanes:
+    source_box: torch.Tensor  # [H, W] 1 inside the object's box in the source frame
+    pose_hint: torch.Tensor  # [H, W] nearness on the target 3D box's silhouette, 0 elsewhere
+    blend: torch.Tensor  # [H, W] 1 where the edit may change pixels
+
+
+def fraction_box_mask(box: tuple[float, float, float, float], height: int, width: int) -> torch.Tensor:
+    """[H, W] 0/1 of a (y0, x0, y1, x1) box in fractions of the image (ops.assets' source_box convention)."""
+    y0, x0, y1, x1 = box
+    mask = torch.zeros(height, width)
+    mask[round(y0 * height):round(y1 * height), round(x0 * width):round(x1 * width)] = 1.0
+    return mask
+
+
+def grown_rectangle(mask: torch.Tensor, margin: int) -> torch.Tensor:
+    """[H, W] 0/1: the bounding rectangle of `mask` > 0 grown by `margin` pixels (all 0 for an empty mask)."""
+    out = torch.zeros_like(mask, dtype=torch.float32)
+    rows, cols = torch.nonzero(mask > 0, as_tuple=True)
+    if rows.numel():
+        height, width = mask.shape
+        out[max(0, int(rows.min()) - margin):min(height, int(rows.max()) + 1 + margin),
+            max(0, int(cols.min()) - margin):min(width, int(cols.max()) + 1 + margin)] = 1.0
+    return out
+
+
+def pose_planes(asset: A.Asset, camera: A.Camera, margin: int) -> PosePlanes:
+    """Planes for moving `asset` (its source_box in the source frame) to its 3D pose seen by `camera`, on the
+    camera's image grid. Raises when neither the source box nor the target box is in the image."""
+    height, width = camera.image_hw
+    source = fraction_box_mask(asset.source_box, height, width)
+    hint = box_pose_hint(asset, camera)
+    if not bool((source > 0).any()) and not bool((hint > 0).any()):
+        raise ValueError("the object's source box is empty and its target 3D box is outside the camera's view: "
+                         "nothing to move; check the asset's source_box and pose")
+    return PosePlanes(source, hint, grown_rectangle(source + hint, margin))
