@@ -6,12 +6,16 @@ target frame's grid: the object's source box as a 0/1 rectangle (where its appea
 filled in once it has left), and its target 3D box as a pose hint (ops.asset_render.box_pose_hint: the box's
 silhouette holding its nearness). The blend region, the only pixels the edit may change, is the smallest
 rectangle holding both, grown by a margin for the edges and the contact shadow.
+
+The training recipe (training/recipes/small_neural_assets.py) and the conditioning node
+(nodes/small_neural_assets.py) both build the model's input here, so inference reads what training fed.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from . import assets as A
 from .asset_render import box_pose_hint
@@ -53,3 +57,13 @@ def pose_planes(asset: A.Asset, camera: A.Camera, margin: int) -> PosePlanes:
         raise ValueError("the object's source box is empty and its target 3D box is outside the camera's view: "
                          "nothing to move; check the asset's source_box and pose")
     return PosePlanes(source, hint, grown_rectangle(source + hint, margin))
+
+
+@torch.no_grad()
+def neural_assets_concat(vae, source: torch.Tensor, source_box: torch.Tensor, pose_hint: torch.Tensor) -> torch.Tensor:
+    """The conditioning's `concat_latent_image`, raw latent units: [source latent (32) | source box (1) | pose hint
+    (1)], the planes area-averaged to the latent grid. source IMAGE [B,H,W,3], planes [B,H,W]; H, W multiples of
+    the VAE's latent factor. `vae` is anything with ComfyUI's VAE.encode."""
+    latent = vae.encode(source[..., :3]).float()
+    planes = torch.stack((source_box, pose_hint), dim=1).float().to(latent.device)
+    return torch.cat((latent, F.avg_pool2d(planes, source.shape[1] // latent.shape[-2])), dim=1)

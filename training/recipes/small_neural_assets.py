@@ -21,8 +21,8 @@ from dataclasses import dataclass, fields, replace
 import torch
 import torch.nn.functional as F
 
-from ...loaders.taef2 import DOWNSCALE, LATENT_CHANNELS
-from ...ops.neural_asset_planes import PosePlanes, pose_planes
+from ...loaders.taef2 import LATENT_CHANNELS
+from ...ops.neural_asset_planes import PosePlanes, neural_assets_concat, pose_planes
 from .. import diffusion
 from ..data.frames import PairedFrames
 from . import register
@@ -84,14 +84,6 @@ def neural_assets_inputs(pair: PairedFrames, size: int, margin_px: int) -> Neura
     images = diffusion.resize_images(torch.stack((pair.source.image.permute(1, 2, 0),
                                                   pair.target.image.permute(1, 2, 0))), size)
     return NeuralAssetsInputs(images[0], images[1], resized_planes(planes, size))
-
-
-@torch.no_grad()
-def neural_assets_concat(vae, source: torch.Tensor, source_box: torch.Tensor, pose_hint: torch.Tensor) -> torch.Tensor:
-    """The conditioning's `concat_latent_image`, raw TAEF2 units: [source latent (32) | source box (1) | pose hint
-    (1)], planes area-averaged to 1/8. source IMAGE [B,H,W,3], planes [B,H,W]; H, W multiples of 8."""
-    planes = torch.stack((source_box, pose_hint), dim=1).float()
-    return torch.cat((vae.encode(source[..., :3]).float(), F.avg_pool2d(planes, DOWNSCALE)), dim=1)
 
 
 class SmallNeuralAssetsRecipe(SmallUNetRecipe):
