@@ -277,6 +277,16 @@ def crop_camera(camera: Camera, box: tuple[float, float, float, float]) -> Camer
     return Camera(tuple(tuple(row) for row in k), camera.world_to_camera, crop_hw)
 
 
+def resize_camera(camera: Camera, height: int, width: int) -> Camera:
+    """The same camera taking a (height, width) image of the same view, as if its image were resized: K's x row
+    scales by width / W, its y row by height / H, so every projected fraction (u, v) stays the same."""
+    old_height, old_width = camera.image_hw
+    k = [list(row) for row in camera.intrinsics]
+    k[0] = [v * width / old_width for v in k[0]]
+    k[1] = [v * height / old_height for v in k[1]]
+    return Camera(tuple(tuple(row) for row in k), camera.world_to_camera, (height, width))
+
+
 def box_corners(asset: Asset) -> torch.Tensor:
     """[8, 3] world corners p_i = c + R·(sign_i ⊙ size/2), Kubric's order."""
     half = _tensor(CORNER_SIGNS) * _tensor(asset.size) / 2
@@ -475,7 +485,7 @@ def boxes_from_segmentation(segmentation: torch.Tensor, count: int, slots: int) 
 # Edits: pure functions Assets → Assets
 
 
-def _require_index(assets: Assets, index: int) -> None:
+def require_object_index(assets: Assets, index: int) -> None:
     count = len(assets.objects)
     if not 0 <= index < count:
         valid = f"0..{count - 1}" if count else "none: the scene has no objects"
@@ -495,7 +505,7 @@ def add_object(assets: Assets, asset: Asset) -> Assets:
 def move_object(assets: Assets, index: int, offset, axes: str = "world") -> Assets:
     """Translate object `index` by `offset`, in world axes or in the TARGET camera's OpenCV axes
     (x right, y down, z forward: e.g. (0, 0, 1) moves it one unit away from the viewer)."""
-    _require_index(assets, index)
+    require_object_index(assets, index)
     delta = _tensor(_vector(offset, 3, "offset"))
     if axes == "camera":
         delta = _tensor(assets.target_camera.world_to_camera)[:3, :3].T @ delta
@@ -507,7 +517,7 @@ def move_object(assets: Assets, index: int, offset, axes: str = "world") -> Asse
 
 def rotate_object(assets: Assets, index: int, yaw: float, pitch: float, roll: float) -> Assets:
     """Turn object `index` about its own centre by Rz(yaw)·Ry(pitch)·Rx(roll) (radians, world axes)."""
-    _require_index(assets, index)
+    require_object_index(assets, index)
     asset = assets.objects[index]
     rotation = rotation_from_ypr(yaw, pitch, roll) @ _tensor(asset.rotation)
     return _replace_object(assets, index, replace(asset, rotation=_as_tuple(rotation)))
@@ -515,7 +525,7 @@ def rotate_object(assets: Assets, index: int, yaw: float, pitch: float, roll: fl
 
 def scale_object(assets: Assets, index: int, factor) -> Assets:
     """Scale object `index`'s size about its centre by one factor or one per local axis (> 0)."""
-    _require_index(assets, index)
+    require_object_index(assets, index)
     factors = _vector((factor,) * 3 if isinstance(factor, (int, float)) else factor, 3, "scale factor")
     if min(factors) <= 0:
         raise ValueError(f"scale factors must be > 0, got {factors}")
@@ -524,7 +534,7 @@ def scale_object(assets: Assets, index: int, factor) -> Assets:
 
 
 def remove_object(assets: Assets, index: int) -> Assets:
-    _require_index(assets, index)
+    require_object_index(assets, index)
     return replace(assets, objects=assets.objects[:index] + assets.objects[index + 1:])
 
 
