@@ -32,6 +32,19 @@ def for_each_item(batch: int, work: Callable[[int], T]) -> list[T]:
     return results
 
 
+# Diorama's small models read no text: a conditioning still needs a tensor in front of its dict (nodes such as
+# Conditioning Zero Out or Combine handle it), so it carries one zero token; a UNet without attention layers never
+# reads it.
+NO_TEXT_TOKEN_SHAPE = (1, 1, 1)
+
+
+def concat_conditioning(concat: torch.Tensor, mask: torch.Tensor) -> list:
+    """A CONDITIONING for a small model that reads only concatenated channels: `concat_latent_image` [B,C,h,w]
+    and `concat_mask` from mask [B,H,W]."""
+    return [[intermediate(torch.zeros(NO_TEXT_TOKEN_SHAPE)),
+             {"concat_latent_image": intermediate(concat), "concat_mask": intermediate(mask[:, None])}]]
+
+
 def concat_batch(items: list[torch.Tensor]) -> torch.Tensor:
     """Per-item results back into one batch (without a copy when there is one item)."""
     return items[0] if len(items) == 1 else torch.cat(items)

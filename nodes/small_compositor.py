@@ -9,18 +9,8 @@ from ..ops.checks import as_mask_batch, as_rgb_batch, common_batch, expand_batch
 from ..ops.composite_window import CompositeWindow, crop_image, crop_plane, require_window_fits
 from ..ops.small_compositor_inputs import (absent_hint, absent_reference, concat_latent_image, grey_where_masked,
                                            reference_crop)
-from .common import CATEGORY, concat_batch, for_each_item, intermediate
+from .common import CATEGORY, concat_batch, concat_conditioning, for_each_item, intermediate
 from .composite import WindowSocket
-
-# The model reads no text: a conditioning still needs a tensor in front of its dict (nodes such as Conditioning
-# Zero Out or Combine handle it), so it carries one zero token; a UNet without attention layers never reads it.
-NO_TEXT_TOKEN_SHAPE = (1, 1, 1)
-
-
-def _conditioning(concat: torch.Tensor, mask: torch.Tensor) -> list:
-    return [[intermediate(torch.zeros(NO_TEXT_TOKEN_SHAPE)),
-             {"concat_latent_image": intermediate(concat), "concat_mask": intermediate(mask[:, None])}]]
-
 
 class SmallCompositorConditioning(io.ComfyNode):
     @classmethod
@@ -108,7 +98,7 @@ class SmallCompositorConditioning(io.ComfyNode):
             raise ValueError("blend_mask lies outside the window (nothing above 0.5 in it): make the window from this "
                              "mask or placement, or with a larger expansion")
         size = tuple(pixels.shape[1:3])
-        hint = None if depth_hint is None else expand_batch(crop_pixels(depth_hint).mean(-1), batch)
+        hint = None if depth_hint is None else expand_batch(crop_pixels(depth_hint)[..., 0] * 0.9, batch)
         if reference is not None:
             reference, reference_mask = expand_batch(reference, batch), expand_batch(reference_mask, batch)
             reference = concat_batch(for_each_item(batch, lambda i: reference_crop(reference[i], reference_mask[i],
@@ -121,5 +111,5 @@ class SmallCompositorConditioning(io.ComfyNode):
         negative = positive if hint is None and reference is None else \
             concat_latent_image(vae, masked, no_hint, no_reference)
         latent = {"samples": intermediate(vae.encode(pixels))}
-        return io.NodeOutput(_conditioning(positive, blend), _conditioning(negative, blend), latent)
+        return io.NodeOutput(concat_conditioning(positive, blend), concat_conditioning(negative, blend), latent)
 
