@@ -98,7 +98,7 @@ class SmallCompositorConditioning(io.ComfyNode):
             raise ValueError("blend_mask lies outside the window (nothing above 0.5 in it): make the window from this "
                              "mask or placement, or with a larger expansion")
         size = tuple(pixels.shape[1:3])
-        hint = None if depth_hint is None else expand_batch(crop_pixels(depth_hint)[..., 0] * 0.9, batch)
+        hint = None if depth_hint is None else expand_batch(crop_pixels(depth_hint).mean(-1), batch)
         if reference is not None:
             reference, reference_mask = expand_batch(reference, batch), expand_batch(reference_mask, batch)
             reference = concat_batch(for_each_item(batch, lambda i: reference_crop(reference[i], reference_mask[i],
