@@ -14,6 +14,7 @@ import torch
 import shared_models
 from recipe_runs import ShortRun, rendered_pairs
 from diorama.training.recipes import small_compositor as sc
+from diorama.training.recipes.small_unet import initial_unet_state
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 REPO = Path(__file__).resolve().parents[1]
@@ -71,7 +72,7 @@ def test_ablation_switches_change_the_input_channels(depth_hint, identity, chann
     assert recipe.config.concat_keys == ("mask", "concat_image")
     assert recipe.config.concat_image_channels == channels - 33
     assert recipe.network.input_blocks[0][0].weight.shape[1] == channels
-    _, concat, _ = recipe._encoded(pairs[:1])
+    _, concat, _ = recipe._encoded(recipe._inputs(pairs[:1]))
     assert concat.shape[1] == channels - 32
     expected = {(True, True): "diorama_compositor", (False, True): "diorama_compositor_no_depth",
                 (True, False): "diorama_compositor_no_identity"}.get((depth_hint, identity))
@@ -162,7 +163,7 @@ def test_export_loads_and_samples_one_step_in_the_executor(trained, pairs, base_
                                                          recipe.vae)
     concat = model.model.concat_cond(noise=torch.zeros(1, 32, 8, 8), device=torch.device("cpu"),
                                      **positive[0][1])
-    _, trained_concat, _ = recipe._encoded([pairs[0]])
+    _, trained_concat, _ = recipe._encoded(recipe._inputs([pairs[0]]))
     torch.testing.assert_close(concat, trained_concat, atol=1e-5, rtol=0)
 
 
@@ -172,7 +173,23 @@ def test_shipped_config_reads_and_fits_the_size_limit():
     run = load_config(REPO / "training" / "configs" / "small_compositor.yaml")
     settings = sc.SmallCompositorSettings.from_config(run.recipe)
     config = sc.model_config(settings)
-    state = sc.initial_unet_state(config, settings.init_seed)
+    state = initial_unet_state(config, settings.init_seed)
     assert sum(v.numel() for v in state.values()) * 4 <= 25 * 2**20
     assert settings.depth_hint and settings.identity
     assert run.data["seed"] != 90001 and run.validation["seed"] != 90001  # the evaluation's held-out seed
+
+
+def test_condition_dropout_makes_inputs_absent_at_its_rate(pairs):
+    """p = 1: every hint is all 0 and every reference all grey (the evaluation's ablation inputs); p = 0: nothing
+    changes; p = 0.5 over 400 draws: about half of each, independently."""
+    inputs = [sc.compositor_inputs(pair, 64) for pair in pairs[:2]]
+    dropped = sc.drop_conditions(inputs, 1.0, torch.Generator().manual_seed(0))
+    assert all(bool((d.hint == 0).all()) and bool((d.reference == 0.5).all()) for d in dropped)
+    assert all(torch.equal(d.background, i.background) for d, i in zip(dropped, inputs))
+    kept = sc.drop_conditions(inputs, 0.0, torch.Generator().manual_seed(0))
+    assert all(torch.equal(k.hint, i.hint) and torch.equal(k.reference, i.reference) for k, i in zip(kept, inputs))
+    many = sc.drop_conditions(inputs * 200, 0.5, torch.Generator().manual_seed(0))
+    no_hint = torch.tensor([bool((d.hint == 0).all()) for d in many])
+    no_reference = torch.tensor([bool((d.reference == 0.5).all()) for d in many])
+    assert 0.4 < no_hint.float().mean() < 0.6 and 0.4 < no_reference.float().mean() < 0.6
+    assert 0.15 < (no_hint & no_reference).float().mean() < 0.35

@@ -36,16 +36,12 @@ models up (evaluate.py): `diorama_compositor.safetensors`, or with an ablation s
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
-from pathlib import Path
 
-import comfy.ops
-import comfy.utils
 import torch
 import torch.nn.functional as F
-from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 
-from ...loaders.small_model import SmallModelConfig, build_model, parse_config, save_small_model, unet_arguments
-from ...loaders.taef2 import DOWNSCALE, LATENT_CHANNELS, load_taef2, resolve_pair
+from ...loaders.small_model import SmallModelConfig
+from ...loaders.taef2 import LATENT_CHANNELS
 from ...ops.depth_map import DepthMap, depth_hint
 from ...ops.placement import mask_bounding_box
 from ...ops.small_compositor_inputs import (absent_hint, absent_reference, concat_latent_image, grey_where_masked,
@@ -53,9 +49,9 @@ from ...ops.small_compositor_inputs import (absent_hint, absent_reference, conca
 from .. import diffusion
 from ..data.frames import PairedFrames
 from . import register
+from .small_unet import SmallUNetRecipe, check_unet_settings, conv_unet_config, latent_blend_mask
 
 NAME = "small_compositor"
-CONCAT_KEYS = ("mask", "concat_image")
 
 
 @dataclass(frozen=True)
@@ -84,18 +80,9 @@ class SmallCompositorSettings:
         for name in ("depth_hint", "identity"):
             if not isinstance(getattr(settings, name), bool):
                 raise ValueError(f"recipe.{name} = {getattr(settings, name)!r}; expected true or false")
-        multiple = DOWNSCALE * 2 ** (len(settings.channel_mult) - 1)
-        if settings.image_size < multiple or settings.image_size % multiple:
-            raise ValueError(f"recipe.image_size = {settings.image_size}; expected a multiple of {multiple} "
-                             f"(TAEF2's 1/8 times the UNet's {len(settings.channel_mult)} levels)")
-        if settings.model_channels < 32 or settings.model_channels % 32:
-            raise ValueError(f"recipe.model_channels = {settings.model_channels}; expected a multiple of 32 "
-                             "(the UNet's GroupNorm has 32 groups)")
+        check_unet_settings(settings, NAME)
         if not 0 <= settings.condition_dropout < 1:
             raise ValueError(f"recipe.condition_dropout = {settings.condition_dropout}; expected a probability in [0, 1)")
-        if settings.learning_rate <= 0 or settings.mask_weight <= 0 or settings.latent_scale <= 0:
-            raise ValueError(f"recipe.learning_rate, mask_weight and latent_scale must be > 0; got "
-                             f"{settings.learning_rate}, {settings.mask_weight}, {settings.latent_scale}")
         return settings
 
 
@@ -111,44 +98,9 @@ def concat_image_channels(depth_hint_on: bool, identity_on: bool) -> int:
 
 
 def model_config(settings: SmallCompositorSettings) -> SmallModelConfig:
-    """The small-model config of the compositor: a convolution-only UNet (no attention, so any conditioning
-    a workflow passes is ignored) reading the blend mask and the concatenated latents."""
-    levels = len(settings.channel_mult)
-    image_channels = concat_image_channels(settings.depth_hint, settings.identity)
-    unet = {"in_channels": LATENT_CHANNELS + 1 + image_channels, "out_channels": LATENT_CHANNELS,
-            "model_channels": settings.model_channels, "num_res_blocks": [settings.num_res_blocks] * levels,
-            "channel_mult": list(settings.channel_mult), "num_heads": 1,
-            "transformer_depth": [0] * (settings.num_res_blocks * levels),
-            "transformer_depth_output": [0] * ((settings.num_res_blocks + 1) * levels),
-            "transformer_depth_middle": -1, "context_dim": None}
-    return parse_config({"unet": unet, "model_type": "eps", "latent_format": "taef2",
-                         "latent_scale": settings.latent_scale, "concat_keys": list(CONCAT_KEYS),
-                         "concat_image_channels": image_channels}, f"recipe {NAME}")
-
-
-def initial_unet_state(config: SmallModelConfig, seed: int) -> dict[str, torch.Tensor]:
-    """Seeded initial weights: torch's default init of every conv/linear (ComfyUI's layers skip it), and the
-    output convolutions zero as in SD's UNet (zero_module), so the untrained model predicts ε = 0."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        unet = UNetModel(**unet_arguments(config), operations=comfy.ops.disable_weight_init)
-        for module in unet.modules():
-            if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
-                _default_init(module)
-            elif isinstance(module, torch.nn.GroupNorm):
-                torch.nn.init.ones_(module.weight)
-                torch.nn.init.zeros_(module.bias)
-    state = unet.state_dict()
-    for key in [k for k in state if k.startswith("out.2.") or k.endswith("out_layers.3.weight")
-                or k.endswith("out_layers.3.bias")]:
-        state[key] = torch.zeros_like(state[key])
-    return state
-
-
-def _default_init(module: torch.nn.Module) -> None:
-    # The torch base class's reset_parameters (Kaiming-uniform); ComfyUI's subclasses replace it with a no-op.
-    base = torch.nn.Conv2d if isinstance(module, torch.nn.Conv2d) else torch.nn.Linear
-    base.reset_parameters(module)
+    """The compositor's small-model config: the shared convolution-only UNet reading the blend mask and the
+    concatenated latents of the switched-on inputs."""
+    return conv_unet_config(settings, concat_image_channels(settings.depth_hint, settings.identity), NAME)
 
 
 def box_mask(box: tuple[int, int, int, int], height: int, width: int) -> torch.Tensor:
@@ -201,83 +153,40 @@ def compositor_inputs(pair: PairedFrames, size: int) -> CompositorInputs:
     return CompositorInputs(images[0], images[1], resize_plane(blend, size), hint, reference)
 
 
-class SmallCompositorRecipe:
+class SmallCompositorRecipe(SmallUNetRecipe):
     name = NAME
 
     def __init__(self, settings: SmallCompositorSettings, device: torch.device, dtype: torch.dtype):
-        self.settings, self.device = settings, device
-        self.config = model_config(settings)
-        self.unet = build_model(self.config, initial_unet_state(self.config, settings.init_seed))
-        self.network = self.unet.model.diffusion_model.to(device=device, dtype=torch.float32).requires_grad_(True)
-        # Trained weights are the float32 master copy (bf16 comes from the trainer's autocast); on a GPU the
-        # loader may have chosen fp16 for inference, and BaseModel casts the UNet's input to this dtype.
-        self.network.dtype = torch.float32
-        self.unet.model.manual_cast_dtype = None
-        self.vae = load_taef2(*self._taef2_paths(settings.taef2))
+        super().__init__(settings, model_config(settings), device)
+        self.export_name = export_name(settings.depth_hint, settings.identity)
 
-    @staticmethod
-    def _taef2_paths(name: str) -> tuple[str, str]:
-        if "," in name:
-            encoder, decoder = (part.strip() for part in name.split(",", 1))
-            return diffusion.model_path("vae_approx", encoder), diffusion.model_path("vae_approx", decoder)
-        return tuple(diffusion.model_path("vae_approx", part) for part in resolve_pair(name))
-
-    # ------------------------------------------------------------------ the trainer's interface
-    def parameter_groups(self) -> list[dict]:
-        return [{"name": "unet", "params": list(self.network.parameters())}]
-
-    def learning_rates(self, step: int) -> dict[str, float]:
-        return {"unet": float(self.settings.learning_rate)}
-
-    def checkpointed_modules(self) -> list[torch.nn.Module]:
-        return []  # convolution-only and small: nothing worth recomputing
-
-    def trainable_state(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().clone() for k, v in self.network.state_dict().items()}
-
-    def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
-        self.network.load_state_dict(state, strict=True)
+    def _inputs(self, batch: list[PairedFrames]) -> list[CompositorInputs]:
+        return [compositor_inputs(pair, self.settings.image_size) for pair in batch]
 
     def training_loss(self, batch: list[PairedFrames], generator: torch.Generator) -> torch.Tensor:
-        inputs = [compositor_inputs(pair, self.settings.image_size) for pair in batch]
-        latents, concat, blend = self._encoded(batch, drop_conditions(inputs, self.settings.condition_dropout, generator))
-        noisy, sigma, noise = diffusion.noisy_latents(self.unet, latents, generator)
-        epsilon = diffusion.predicted_noise(self.unet, noisy, sigma, None, concat).float()
-        weight = 1 + (self.settings.mask_weight - 1) * blend
-        return (weight * (epsilon - noise) ** 2).mean() / weight.mean()
+        inputs = drop_conditions(self._inputs(batch), self.settings.condition_dropout, generator)
+        return self.weighted_loss(*self._encoded(inputs), generator)
 
     @torch.no_grad()
     def validate(self, batch: list[PairedFrames], generator: torch.Generator) -> tuple[dict[str, float], torch.Tensor]:
         """ε-loss, and per pair [target | one-step x̂₀ blended into the background | masked background]."""
-        inputs = [compositor_inputs(pair, self.settings.image_size) for pair in batch]
-        latents, concat, blend = self._encoded(batch, inputs)
-        loss, denoised = diffusion.one_step_prediction(self.unet, latents, None, generator, concat)
-        predicted = diffusion.decode_latents(self.unet, self.vae, denoised)
+        inputs = self._inputs(batch)
+        latents, concat, _ = self._encoded(inputs)
         targets = torch.stack([i.target for i in inputs])
-        backgrounds = torch.stack([i.background for i in inputs])
-        pixel_blend = torch.stack([i.blend for i in inputs])[..., None]
-        composite = targets * (1 - pixel_blend) + predicted * pixel_blend
-        return {"loss": float(loss.mean())}, torch.cat((targets, composite, backgrounds), dim=2)
+        loss, composite = self.one_step_composites(latents, concat, generator, targets,
+                                                   torch.stack([i.blend for i in inputs]))
+        return {"loss": loss}, torch.cat((targets, composite, torch.stack([i.background for i in inputs])), dim=2)
 
-    def export(self, directory: Path) -> list[Path]:
-        path = Path(directory) / export_name(self.settings.depth_hint, self.settings.identity)
-        save_small_model(str(path), {k: v.float() for k, v in self.network.state_dict().items()}, self.config)
-        return [path]
-
-    # ------------------------------------------------------------------ the maths
     @torch.no_grad()
-    def _encoded(self, batch: list[PairedFrames], inputs: list[CompositorInputs] | None = None):
+    def _encoded(self, inputs: list[CompositorInputs]):
         """(target latents, concat [mask | model-space concat image], latent-grid blend mask), all on the device."""
-        inputs = inputs or [compositor_inputs(pair, self.settings.image_size) for pair in batch]
         model = self.unet.model
         latents = model.process_latent_in(self.vae.encode(torch.stack([i.target for i in inputs])).float())
         raw = concat_latent_image(self.vae, torch.stack([i.background for i in inputs]),
                                   torch.stack([i.hint for i in inputs]) if self.settings.depth_hint else None,
                                   torch.stack([i.reference for i in inputs]) if self.settings.identity else None)
-        # As BaseModel.concat_cond at inference: the whole concat_latent_image goes through process_latent_in,
-        # the mask is the pixel mask resized bilinearly to the latent grid and rounded.
-        blend = torch.stack([i.blend for i in inputs])[:, None]
-        mask = comfy.utils.common_upscale(blend, latents.shape[-1], latents.shape[-2], "bilinear", "center").round()
+        # As BaseModel.concat_cond at inference: the whole concat_latent_image goes through process_latent_in.
+        mask = latent_blend_mask(torch.stack([i.blend for i in inputs]), latents)
         concat = torch.cat((mask, model.process_latent_in(raw)), dim=1)
         return latents.to(self.device), concat.to(self.device), mask.to(self.device)
 
