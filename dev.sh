@@ -67,9 +67,25 @@ setup() {
         BASE_DIR="$REPO/.comfy"
         mkdir -p "$BASE_DIR"/{models,input,output,user,temp}
         link_pack "$BASE_DIR/custom_nodes"
+        link_taef2 "$BASE_DIR/models/vae_approx"
         export PYTHONPATH="$REPO/host/site:$BASE_DIR/custom_nodes${PYTHONPATH:+:$PYTHONPATH}"
     fi
     export DIORAMA_COMFYUI="$COMFY_DIR" DIORAMA_BASE_DIR="$BASE_DIR"
+}
+
+link_taef2() {
+    # Diorama's small models decode with TAEF2 (MIT, madebyollin/taesd), which is not stored in the pack:
+    # linked from the first folder that holds both files, as the tests look for it (tests/shared_models.py).
+    local vae_approx="$1" dir part
+    for dir in ${DIORAMA_TAEF2_DIR:+"$DIORAMA_TAEF2_DIR"} "$REPO/../shared/models/taef2" /work/shared/models/taef2; do
+        [[ -f "$dir/taef2_encoder.safetensors" && -f "$dir/taef2_decoder.safetensors" ]] || continue
+        mkdir -p "$vae_approx"
+        for part in encoder decoder; do
+            [[ -e "$vae_approx/taef2_$part.safetensors" ]] || ln -s "$(cd "$dir" && pwd)/taef2_$part.safetensors" "$vae_approx/"
+        done
+        return
+    done
+    log "TAEF2 not found (set DIORAMA_TAEF2_DIR to the folder with taef2_encoder/_decoder.safetensors); the learned workflows need it in $vae_approx"
 }
 
 link_pack() {
