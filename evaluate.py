@@ -31,8 +31,16 @@ Metrics, all against the target render (the scene with the object really there):
 Baselines run through ComfyUI's executor as graphs of the pack's nodes: copy-paste (Depth-Aware Paste
 without a visible mask, no feather) and depth-aware paste (Depth Fuse → Depth-Aware Paste, 2 px feather);
 both without colour matching, which on these renders (one light for every view) only moves the object's
-colours away from the truth, so the two rows differ by occlusion handling alone; "reuse source frame" is the Neural Assets baseline. Learned rows are listed with the
-model file they need and read "needs a trained model" until it exists in models/diorama_small_models/.
+colours away from the truth, so the two rows differ by occlusion handling alone; "reuse source frame" is the Neural Assets baseline.
+
+The learned compositor (diorama_compositor.safetensors in the diorama_small_models folder, TAEF2 in
+vae_approx) runs as one graph per scene: Depth Fuse's depth hint → Diorama Small Compositor Conditioning →
+KSampler (20 steps, euler, normal, cfg 1, seed = the scene's index, denoise 1) → VAE Decode → Image Composite
+Masked onto the background through the placement box, so every pixel outside the box is the input's. Its
+rows are the same weights with different inputs (the model learned absent inputs by condition dropout):
+"learned compositor" keeps the background at every step (Set Latent Noise Mask with the box), "− depth hint"
+leaves the hint unconnected, "− identity tokens" the reference, "− per-step blending" samples without the
+noise mask (the final paste only). Rows of a model that is not found read "needs a trained model".
 """
 from __future__ import annotations
 
@@ -55,6 +63,11 @@ OCCLUDED_BELOW = 0.9
 FAR_CLIP = 3.0  # background depth is clipped at this multiple of the placement depth before 8-bit encoding  # visible fraction under which a placement counts as occluded
 README_BEGIN = "<!-- diorama-eval:begin -->"
 README_END = "<!-- diorama-eval:end -->"
+COMPOSITOR_MODEL = "diorama_compositor.safetensors"  # in the diorama_small_models folder
+TAEF2_NAME = "taef2"  # its VAE: Diorama Load Tiny Autoencoder's pair name
+# The small compositor's rows → the output key of each in its per-scene graph (compositor_prompt).
+COMPOSITOR_ROWS = {"learned compositor": "learned", "compositor − depth hint": "no_hint",
+                   "compositor − identity tokens": "no_reference", "compositor − per-step blending": "no_blending"}
 COLUMNS = ("PSNR box", "PSNR all", "SSIM box", "SSIM all", "IoU vis.", "IoU occl.", "identity", "NA box PSNR")
 
 
@@ -78,8 +91,8 @@ class EvalScene:
 class Method:
     name: str
     task: str  # "composite" or "neural_assets"
-    run: Callable[[list[EvalScene]], list[torch.Tensor]] | None  # None: a learned model not built yet
-    model_file: str | None = None  # what a learned row needs in models/diorama_small_models/
+    run: Callable[[list[EvalScene]], list[torch.Tensor]] | None  # None: see `missing`
+    missing: str = ""  # why a row without `run` has no numbers
 
 
 def _finite(depth: torch.Tensor) -> torch.Tensor:
@@ -169,7 +182,8 @@ def _depth_png(depth: torch.Tensor, path: Path) -> tuple[str, float]:
     return _save_png((depth / far).clamp_min(1 / 255), path), far
 
 
-def paste_prompt(scene: EvalScene, folder: str, files: dict[str, str], depth_scale: dict[str, float]) -> dict:
+def scene_nodes(scene: EvalScene, folder: str, files: dict[str, str], depth_scale: dict[str, float]) -> dict:
+    """The scene's files as graph inputs, its placement and Depth Fuse (nodes bg, ref, mask, place, fuse, ...)."""
     from .nodes.depth import FROM_IMAGE_MEANINGS
 
     x0, y0, x1, y1 = scene.box
@@ -191,6 +205,12 @@ def paste_prompt(scene: EvalScene, folder: str, files: dict[str, str], depth_sca
             "depth_source": "value", "depth": round(scene.depth, 2), "depth_kind": "metric"}},
         "fuse": {"class_type": "DioramaDepthFuse", "inputs": {"background_depth": ["bgd", 0], "object_depth": ["refd", 0],
                                                               "object_mask": ["mask", 0], "placement": ["place", 0]}},
+    }
+
+
+def paste_prompt(scene: EvalScene, folder: str, files: dict[str, str], depth_scale: dict[str, float]) -> dict:
+    return {
+        **scene_nodes(scene, folder, files, depth_scale),
         "depth_aware": {"class_type": "DioramaDepthAwarePaste", "inputs": {
             "background": ["bg", 0], "object": ["ref", 0], "object_mask": ["mask", 0], "placement": ["place", 0],
             "visible_mask": ["fuse", 1], "feather_px": 2.0, "colour_match": 0.0}},
@@ -216,20 +236,66 @@ def _read_output(report, node: str) -> torch.Tensor:
     return pixels
 
 
+def compositor_prompt(index: int, scene: EvalScene, folder: str, files: dict[str, str],
+                      depth_scale: dict[str, float]) -> dict:
+    """The small compositor's four rows of one scene in one graph (PreviewImage out_<key> per COMPOSITOR_ROWS key):
+    three conditionings (all inputs, no depth hint, no reference), sampled with the placement box as the LATENT's
+    noise mask, and the first once more without it; each decoded and pasted onto the background through the box."""
+    nodes = {
+        **scene_nodes(scene, folder, files, depth_scale),
+        "box": {"class_type": "LoadImageMask", "inputs": {"image": f"{folder}/{files['blend']}", "channel": "red"}},
+        "vae": {"class_type": "DioramaLoadTinyAutoencoder", "inputs": {"name": TAEF2_NAME}},
+        "model": {"class_type": "DioramaLoadSmallModel", "inputs": {"model_name": COMPOSITOR_MODEL}},
+        "noise_mask": {"class_type": "SetLatentNoiseMask", "inputs": {"samples": ["cond_learned", 2], "mask": ["box", 0]}},
+    }
+    scene_inputs = {"vae": ["vae", 0], "background": ["bg", 0], "blend_mask": ["box", 0]}
+    hint, reference = {"depth_hint": ["fuse", 2]}, {"reference": ["ref", 0], "reference_mask": ["mask", 0]}
+    conditionings = {"learned": {**hint, **reference}, "no_hint": reference, "no_reference": hint}
+    for key, inputs in conditionings.items():
+        nodes[f"cond_{key}"] = {"class_type": "DioramaSmallCompositorConditioning", "inputs": {**scene_inputs, **inputs}}
+    samplings = {"learned": ("cond_learned", "noise_mask"), "no_hint": ("cond_no_hint", "noise_mask"),
+                 "no_reference": ("cond_no_reference", "noise_mask"), "no_blending": ("cond_learned", "cond_learned")}
+    for key, (conditioning, latent) in samplings.items():
+        nodes[f"sample_{key}"] = {"class_type": "KSampler", "inputs": {
+            "model": ["model", 0], "positive": [conditioning, 0], "negative": [conditioning, 1],
+            "latent_image": [latent, 0 if latent == "noise_mask" else 2], "seed": index, "steps": 20, "cfg": 1.0,
+            "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}}
+        nodes[f"decode_{key}"] = {"class_type": "VAEDecode", "inputs": {"samples": [f"sample_{key}", 0], "vae": ["vae", 0]}}
+        nodes[f"paste_{key}"] = {"class_type": "ImageCompositeMasked", "inputs": {
+            "destination": ["bg", 0], "source": [f"decode_{key}", 0], "x": 0, "y": 0, "resize_source": False,
+            "mask": ["box", 0]}}
+        nodes[f"out_{key}"] = {"class_type": "PreviewImage", "inputs": {"images": [f"paste_{key}", 0]}}
+    return nodes
+
+
 def run_paste_baselines(scenes: list[EvalScene]) -> dict[str, list[torch.Tensor]]:
     """Copy-paste and depth-aware paste of every scene, each scene one prompt through ComfyUI's executor."""
-    import folder_paths
+    return run_scene_prompts(scenes, lambda index, *inputs: paste_prompt(*inputs), ("copy", "depth_aware"))
 
+
+def run_compositor(scenes: list[EvalScene]) -> dict[str, list[torch.Tensor]]:
+    """The small compositor's rows of every scene (keys of COMPOSITOR_ROWS), one prompt per scene."""
+    return run_scene_prompts(scenes, compositor_prompt, tuple(COMPOSITOR_ROWS.values()))
+
+
+def run_scene_prompts(scenes: list[EvalScene], prompt: Callable[..., dict],
+                      keys: tuple[str, ...]) -> dict[str, list[torch.Tensor]]:
+    """Each scene's files written to ComfyUI's input folder, `prompt(index, scene, folder, files, depth_scale)`
+    executed, and the images of its PreviewImage nodes out_<key> read back."""
+    import folder_paths
+    from .ops.eval_metrics import box_mask
     from .runner.execute import execute_prompt
 
     folder = f"diorama-eval-{uuid.uuid4().hex[:8]}"
     work = Path(folder_paths.get_input_directory()) / folder
     work.mkdir(parents=True)
-    results: dict[str, list[torch.Tensor]] = {"copy": [], "depth_aware": []}
+    results: dict[str, list[torch.Tensor]] = {key: [] for key in keys}
     try:
         for index, scene in enumerate(scenes):
             files = {name: _save_png(getattr(scene, name), work / f"{index}_{name}.png")
                      for name in ("background", "reference", "reference_mask")}
+            files["blend"] = _save_png(box_mask(scene.box, *scene.background.shape[:2]).float(),
+                                       work / f"{index}_blend.png")
             depth_scale = {}
             # Anything farther than FAR_CLIP × the placement depth is behind the object either way; clipping the
             # background there keeps the 8-bit steps small where occlusion is decided (a ground plane runs to
@@ -238,7 +304,7 @@ def run_paste_baselines(scenes: list[EvalScene]) -> dict[str, list[torch.Tensor]
                       "reference_depth": scene.reference_depth}
             for name, depth in depths.items():
                 files[name], depth_scale[name] = _depth_png(depth, work / f"{index}_{name}.png")
-            report = execute_prompt(paste_prompt(scene, folder, files, depth_scale))
+            report = execute_prompt(prompt(index, scene, folder, files, depth_scale))
             for key in results:
                 results[key].append(_read_output(report, f"out_{key}"))
     finally:
@@ -277,17 +343,38 @@ def mean_row(scenes: list[EvalScene], per_scene: list[dict[str, float]]) -> dict
     return row
 
 
-def methods(baselines: Callable[[], dict[str, list[torch.Tensor]]]) -> list[Method]:
-    """Every row; `baselines` runs both paste graphs once (they share their inputs)."""
+def compositor_missing(size: int) -> str | None:
+    """Why the small compositor's rows cannot run (None: they can): its model file or TAEF2 is not found, or
+    the image size is not a multiple of TAEF2's latent factor."""
+    import folder_paths
+
+    from .loaders.model_folders import SMALL_MODEL_FOLDER
+    from .loaders.taef2 import DOWNSCALE, VAE_APPROX_FOLDER, taef2_pairs
+
+    if folder_paths.get_full_path(SMALL_MODEL_FOLDER, COMPOSITOR_MODEL) is None:
+        return f"needs a trained model ({COMPOSITOR_MODEL})"
+    if TAEF2_NAME not in taef2_pairs():
+        return f"needs TAEF2 ({TAEF2_NAME}_encoder/_decoder.safetensors in models/{VAE_APPROX_FOLDER}/)"
+    if size % DOWNSCALE:
+        return f"needs --size a multiple of {DOWNSCALE}"
+    return None
+
+
+def methods(baselines: Callable[[], dict[str, list[torch.Tensor]]],
+            compositor: Callable[[], dict[str, list[torch.Tensor]]], compositor_unavailable: str | None) -> list[Method]:
+    """Every row; `baselines` runs both paste graphs once (they share their inputs), `compositor` the small
+    compositor's four rows once (None of them run when `compositor_unavailable` says why)."""
+    def learned(name: str) -> Method:
+        if compositor_unavailable:
+            return Method(name, "composite", None, compositor_unavailable)
+        return Method(name, "composite", lambda scenes: compositor()[COMPOSITOR_ROWS[name]])
+
     return [
         Method("copy-paste", "composite", lambda scenes: baselines()["copy"]),
         Method("depth-aware paste", "composite", lambda scenes: baselines()["depth_aware"]),
-        Method("learned compositor", "composite", None, "diorama_compositor.safetensors"),
-        Method("compositor − depth hint", "composite", None, "diorama_compositor_no_depth.safetensors"),
-        Method("compositor − identity tokens", "composite", None, "diorama_compositor_no_identity.safetensors"),
-        Method("compositor − per-step blending", "composite", None, "diorama_compositor.safetensors"),
+        *(learned(name) for name in COMPOSITOR_ROWS),
         Method("reuse source frame", "neural_assets", lambda scenes: [s.source_frame for s in scenes]),
-        Method("learned Neural Assets", "neural_assets", None, "diorama_neural_assets.safetensors"),
+        Method("learned Neural Assets", "neural_assets", None, "needs a trained model (diorama_neural_assets.safetensors)"),
     ]
 
 
@@ -300,10 +387,15 @@ def evaluate(scenes: list[EvalScene], neural_assets_scenes: list[EvalScene]) -> 
             cache["paste"] = run_paste_baselines(scenes)
         return cache["paste"]
 
+    def compositor() -> dict[str, list[torch.Tensor]]:
+        if "compositor" not in cache:
+            cache["compositor"] = run_compositor(scenes)
+        return cache["compositor"]
+
     rows = []
-    for method in methods(baselines):
+    for method in methods(baselines, compositor, compositor_missing(scenes[0].truth.shape[0])):
         if method.run is None:
-            rows.append((method.name, f"needs a trained model ({method.model_file})"))
+            rows.append((method.name, method.missing))
         elif method.task == "composite":
             outputs = method.run(scenes)
             rows.append((method.name, mean_row(scenes, [composite_metrics(s, o) for s, o in zip(scenes, outputs)])))
