@@ -14,6 +14,7 @@ from .placement import PlacementFromBox, PlacementFromMask
 from .save import SaveImageAtomic
 from .scene import BundledScene
 from .small_compositor import SmallCompositorConditioning
+from .small_neural_assets import SmallNeuralAssetsConditioning
 from .small_models import NODES as SMALL_MODEL_NODES
 from .vlm import VLMLoader
 
@@ -49,4 +50,5 @@ NODES = [
     SaveImageAtomic,
     *SMALL_MODEL_NODES,
     SmallCompositorConditioning,
+    SmallNeuralAssetsConditioning,
 ]
