@@ -25,13 +25,16 @@ Metrics, all against the target render (the scene with the object really there):
   "IoU occl." averages it over scenes where others hide ≥ 10% of the object;
 - identity: cosine similarity of 8³-bin RGB histograms of that region and of the object's visible pixels
   in the truth (no DINOv2 weights reach these machines; colour histograms see colour, not shape);
-- NA box PSNR (Neural Assets task, pairs of the same seed with the whole scene in both views): PSNR in
-  the object's target box of the frame the method produces for the target camera.
+- NA box PSNR (Neural Assets task: pairs of the same seed, source_mode "moved": one camera, one object moved
+  0.3-0.8 m and turned 15-90° between the source and the target render): PSNR in the object's target box
+  of the frame the method produces; NA rest PSNR: PSNR outside both of the object's boxes (where it was in
+  the source frame, where it is in the target), i.e. how stable the rest of the scene stays.
 
 Baselines run through ComfyUI's executor as graphs of the pack's nodes: copy-paste (Depth-Aware Paste
 without a visible mask, no feather) and depth-aware paste (Depth Fuse → Depth-Aware Paste, 2 px feather);
 both without colour matching, which on these renders (one light for every view) only moves the object's
-colours away from the truth, so the two rows differ by occlusion handling alone; "reuse source frame" is the Neural Assets baseline.
+colours away from the truth, so the two rows differ by occlusion handling alone. "reuse source frame" is the
+Neural Assets baseline: the source frame as the target (the object left where it was).
 
 The learned compositor (diorama_compositor.safetensors in the diorama_small_models folder, TAEF2 in
 vae_approx) runs as one graph per scene: Depth Fuse's depth hint → Diorama Small Compositor Conditioning →
@@ -40,7 +43,14 @@ Masked onto the background through the placement box, so every pixel outside the
 rows are the same weights with different inputs (the model learned absent inputs by condition dropout):
 "learned compositor" keeps the background at every step (Set Latent Noise Mask with the box), "− depth hint"
 leaves the hint unconnected, "− identity tokens" the reference, "− per-step blending" samples without the
-noise mask (the final paste only). Rows of a model that is not found read "needs a trained model".
+noise mask (the final paste only).
+
+The learned Neural Assets model (diorama_neural_assets.safetensors, TAEF2) runs as one graph per scene: Load
+Image (the source frame) + Diorama Assets From JSON (the camera and the moved object at its target pose with
+its box in the source frame) → Diorama Small Neural Assets Conditioning (margin 8 px at 128²) → Set Latent
+Noise Mask (its blend_mask) → KSampler (20 steps, euler, normal, cfg 1, seed = the scene's index) → VAE Decode
+→ Image Composite Masked onto the source frame through the blend_mask. Rows of a model that is not found read
+"needs a trained model".
 """
 from __future__ import annotations
 
@@ -54,9 +64,12 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
+
+if TYPE_CHECKING:
+    from .ops.assets import Asset, Camera
 
 EVAL_SEED = 90_001
 OCCLUDED_BELOW = 0.9
@@ -64,11 +77,14 @@ FAR_CLIP = 3.0  # background depth is clipped at this multiple of the placement 
 README_BEGIN = "<!-- diorama-eval:begin -->"
 README_END = "<!-- diorama-eval:end -->"
 COMPOSITOR_MODEL = "diorama_compositor.safetensors"  # in the diorama_small_models folder
+NEURAL_ASSETS_MODEL = "diorama_neural_assets.safetensors"  # in the diorama_small_models folder
+NEURAL_ASSETS_MARGIN_PX = 8.0  # the blend region's margin at 128², as the model was trained
 TAEF2_NAME = "taef2"  # its VAE: Diorama Load Tiny Autoencoder's pair name
 # The small compositor's rows → the output key of each in its per-scene graph (compositor_prompt).
 COMPOSITOR_ROWS = {"learned compositor": "learned", "compositor − depth hint": "no_hint",
                    "compositor − identity tokens": "no_reference", "compositor − per-step blending": "no_blending"}
-COLUMNS = ("PSNR box", "PSNR all", "SSIM box", "SSIM all", "IoU vis.", "IoU occl.", "identity", "NA box PSNR")
+COLUMNS = ("PSNR box", "PSNR all", "SSIM box", "SSIM all", "IoU vis.", "IoU occl.", "identity", "NA box PSNR",
+           "NA rest PSNR")
 
 
 @dataclass(frozen=True)
@@ -85,6 +101,8 @@ class EvalScene:
     depth: float  # placement depth, metres
     visible_fraction: float
     source_frame: torch.Tensor | None = None  # [H, W, 3] the Neural Assets baseline's frame (None: no such task)
+    neural_asset: Asset | None = None  # the moved object at its target pose, source_box in the source frame
+    camera: Camera | None = None  # the one camera of a Neural Assets pair (source = target)
 
 
 @dataclass(frozen=True)
@@ -145,22 +163,30 @@ def bundled_scene(width: int, height: int) -> EvalScene:
         visible_fraction=int(visible.sum()) / int(alone.sum()))
 
 
+def neural_assets_scene(pair) -> EvalScene:
+    """An evaluation scene from a rendered "moved" pair: the source frame, the moved object at its target pose
+    with its box in the source frame, and the pair's one camera."""
+    from dataclasses import replace
+
+    k = pair.target.instance_ids.index(pair.object_id)
+    asset = replace(pair.target.boxes3d[k], source_box=pair.source.boxes3d[k].source_box)
+    return replace(scene_from_pair(pair), source_frame=pair.source.image.permute(1, 2, 0), neural_asset=asset,
+                   camera=pair.target.camera)
+
+
 def held_out_scenes(count: int, size: int, seed: int = EVAL_SEED) -> tuple[list[EvalScene], list[EvalScene]]:
     """Compositing scenes (the bundled room, then `count - 1` rendered pairs whose reference is the object
-    alone) and Neural Assets scenes (`count - 1` pairs of the same seed with the whole scene in both views:
-    the source frame is what re-using it as the target scores)."""
+    alone) and Neural Assets scenes (`count - 1` "moved" pairs of the same seed: one object moved, one camera)."""
     from .training.data.sources import open_source
 
     composite, neural_assets = [bundled_scene(size, size)], []
     if count > 1:
         spec = {"kind": "rendered", "count": count - 1, "size": size, "seed": seed}
         objects = open_source({**spec, "source_mode": "object"})
-        views = open_source({**spec, "source_mode": "scene"})
+        moved = open_source({**spec, "source_mode": "moved"})
         for index in range(count - 1):
             composite.append(scene_from_pair(objects[index]))
-            pair = views[index]
-            neural_assets.append(EvalScene(**{**scene_from_pair(pair).__dict__,
-                                              "source_frame": pair.source.image.permute(1, 2, 0)}))
+            neural_assets.append(neural_assets_scene(moved[index]))
     return composite, neural_assets
 
 
@@ -268,6 +294,41 @@ def compositor_prompt(index: int, scene: EvalScene, folder: str, files: dict[str
     return nodes
 
 
+def assets_json(camera: Camera, asset: Asset) -> str:
+    """Diorama Assets From JSON's text (ops.asset_json) for one camera and one object, numbers exact."""
+    import json
+
+    return json.dumps({
+        "camera": {"image_size": list(camera.image_hw), "intrinsics": [list(row) for row in camera.intrinsics],
+                   "world_to_camera": [list(row) for row in camera.world_to_camera]},
+        "objects": [{"centre": list(asset.centre), "size": list(asset.size),
+                     "rotation": [list(row) for row in asset.rotation], "source_box": list(asset.source_box)}]})
+
+
+def neural_assets_prompt(index: int, scene: EvalScene, folder: str, files: dict[str, str],
+                         depth_scale: dict[str, float]) -> dict:
+    """The learned Neural Assets row of one scene (PreviewImage out_neural_assets): the source frame and the moved
+    object → the conditioning node → KSampler keeping the rest through the blend mask → pasted onto the source."""
+    return {
+        "photo": {"class_type": "LoadImage", "inputs": {"image": f"{folder}/{files['source_frame']}"}},
+        "assets": {"class_type": "DioramaAssetsFromJSON", "inputs": {"json": assets_json(scene.camera, scene.neural_asset)}},
+        "vae": {"class_type": "DioramaLoadTinyAutoencoder", "inputs": {"name": TAEF2_NAME}},
+        "model": {"class_type": "DioramaLoadSmallModel", "inputs": {"model_name": NEURAL_ASSETS_MODEL}},
+        "cond": {"class_type": "DioramaSmallNeuralAssetsConditioning", "inputs": {
+            "vae": ["vae", 0], "source": ["photo", 0], "assets": ["assets", 0], "index": 0,
+            "margin_px": NEURAL_ASSETS_MARGIN_PX}},
+        "noise_mask": {"class_type": "SetLatentNoiseMask", "inputs": {"samples": ["cond", 2], "mask": ["cond", 3]}},
+        "sample": {"class_type": "KSampler", "inputs": {
+            "model": ["model", 0], "positive": ["cond", 0], "negative": ["cond", 1], "latent_image": ["noise_mask", 0],
+            "seed": index, "steps": 20, "cfg": 1.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}},
+        "decode": {"class_type": "VAEDecode", "inputs": {"samples": ["sample", 0], "vae": ["vae", 0]}},
+        "paste": {"class_type": "ImageCompositeMasked", "inputs": {
+            "destination": ["photo", 0], "source": ["decode", 0], "x": 0, "y": 0, "resize_source": False,
+            "mask": ["cond", 3]}},
+        "out_neural_assets": {"class_type": "PreviewImage", "inputs": {"images": ["paste", 0]}},
+    }
+
+
 def run_paste_baselines(scenes: list[EvalScene]) -> dict[str, list[torch.Tensor]]:
     """Copy-paste and depth-aware paste of every scene, each scene one prompt through ComfyUI's executor."""
     return run_scene_prompts(scenes, lambda index, *inputs: paste_prompt(*inputs), ("copy", "depth_aware"))
@@ -276,6 +337,11 @@ def run_paste_baselines(scenes: list[EvalScene]) -> dict[str, list[torch.Tensor]
 def run_compositor(scenes: list[EvalScene]) -> dict[str, list[torch.Tensor]]:
     """The small compositor's rows of every scene (keys of COMPOSITOR_ROWS), one prompt per scene."""
     return run_scene_prompts(scenes, compositor_prompt, tuple(COMPOSITOR_ROWS.values()))
+
+
+def run_neural_assets(scenes: list[EvalScene]) -> list[torch.Tensor]:
+    """The learned Neural Assets frame of every scene, one prompt per scene."""
+    return run_scene_prompts(scenes, neural_assets_prompt, ("neural_assets",))["neural_assets"]
 
 
 def run_scene_prompts(scenes: list[EvalScene], prompt: Callable[..., dict],
@@ -292,8 +358,8 @@ def run_scene_prompts(scenes: list[EvalScene], prompt: Callable[..., dict],
     results: dict[str, list[torch.Tensor]] = {key: [] for key in keys}
     try:
         for index, scene in enumerate(scenes):
-            files = {name: _save_png(getattr(scene, name), work / f"{index}_{name}.png")
-                     for name in ("background", "reference", "reference_mask")}
+            images = ("background", "reference", "reference_mask") + (() if scene.source_frame is None else ("source_frame",))
+            files = {name: _save_png(getattr(scene, name), work / f"{index}_{name}.png") for name in images}
             files["blend"] = _save_png(box_mask(scene.box, *scene.background.shape[:2]).float(),
                                        work / f"{index}_blend.png")
             depth_scale = {}
@@ -331,8 +397,12 @@ def composite_metrics(scene: EvalScene, composite: torch.Tensor) -> dict[str, fl
 def neural_assets_metrics(scene: EvalScene, frame: torch.Tensor) -> dict[str, float]:
     from .ops import eval_metrics as M
 
+    from .ops.neural_asset_planes import fraction_box_mask
+
     height, width = scene.truth.shape[:2]
-    return {"NA box PSNR": M.psnr(frame, scene.truth, M.box_mask(scene.box, height, width))}
+    target_box = M.box_mask(scene.box, height, width)
+    rest = ~(target_box | (fraction_box_mask(scene.neural_asset.source_box, height, width) > 0))
+    return {"NA box PSNR": M.psnr(frame, scene.truth, target_box), "NA rest PSNR": M.psnr(frame, scene.truth, rest)}
 
 
 def mean_row(scenes: list[EvalScene], per_scene: list[dict[str, float]]) -> dict[str, float]:
@@ -344,15 +414,25 @@ def mean_row(scenes: list[EvalScene], per_scene: list[dict[str, float]]) -> dict
 
 
 def compositor_missing(size: int) -> str | None:
-    """Why the small compositor's rows cannot run (None: they can): its model file or TAEF2 is not found, or
-    the image size is not a multiple of TAEF2's latent factor."""
+    """Why the small compositor's rows cannot run (None: they can)."""
+    return small_model_missing(COMPOSITOR_MODEL, size)
+
+
+def neural_assets_missing(size: int) -> str | None:
+    """Why the learned Neural Assets row cannot run (None: it can)."""
+    return small_model_missing(NEURAL_ASSETS_MODEL, size)
+
+
+def small_model_missing(model: str, size: int) -> str | None:
+    """Why a small model's rows cannot run (None: they can): its model file or TAEF2 is not found, or the image
+    size is not a multiple of TAEF2's latent factor."""
     import folder_paths
 
     from .loaders.model_folders import SMALL_MODEL_FOLDER
     from .loaders.taef2 import DOWNSCALE, VAE_APPROX_FOLDER, taef2_pairs
 
-    if folder_paths.get_full_path(SMALL_MODEL_FOLDER, COMPOSITOR_MODEL) is None:
-        return f"needs a trained model ({COMPOSITOR_MODEL})"
+    if folder_paths.get_full_path(SMALL_MODEL_FOLDER, model) is None:
+        return f"needs a trained model ({model})"
     if TAEF2_NAME not in taef2_pairs():
         return f"needs TAEF2 ({TAEF2_NAME}_encoder/_decoder.safetensors in models/{VAE_APPROX_FOLDER}/)"
     if size % DOWNSCALE:
@@ -361,9 +441,11 @@ def compositor_missing(size: int) -> str | None:
 
 
 def methods(baselines: Callable[[], dict[str, list[torch.Tensor]]],
-            compositor: Callable[[], dict[str, list[torch.Tensor]]], compositor_unavailable: str | None) -> list[Method]:
+            compositor: Callable[[], dict[str, list[torch.Tensor]]], compositor_unavailable: str | None,
+            neural_assets_unavailable: str | None) -> list[Method]:
     """Every row; `baselines` runs both paste graphs once (they share their inputs), `compositor` the small
-    compositor's four rows once (None of them run when `compositor_unavailable` says why)."""
+    compositor's four rows once (None of them run when `compositor_unavailable` says why; the learned Neural
+    Assets row likewise with `neural_assets_unavailable`)."""
     def learned(name: str) -> Method:
         if compositor_unavailable:
             return Method(name, "composite", None, compositor_unavailable)
@@ -374,7 +456,8 @@ def methods(baselines: Callable[[], dict[str, list[torch.Tensor]]],
         Method("depth-aware paste", "composite", lambda scenes: baselines()["depth_aware"]),
         *(learned(name) for name in COMPOSITOR_ROWS),
         Method("reuse source frame", "neural_assets", lambda scenes: [s.source_frame for s in scenes]),
-        Method("learned Neural Assets", "neural_assets", None, "needs a trained model (diorama_neural_assets.safetensors)"),
+        Method("learned Neural Assets", "neural_assets", None, neural_assets_unavailable) if neural_assets_unavailable
+        else Method("learned Neural Assets", "neural_assets", run_neural_assets),
     ]
 
 
@@ -393,7 +476,8 @@ def evaluate(scenes: list[EvalScene], neural_assets_scenes: list[EvalScene]) -> 
         return cache["compositor"]
 
     rows = []
-    for method in methods(baselines, compositor, compositor_missing(scenes[0].truth.shape[0])):
+    size = scenes[0].truth.shape[0]
+    for method in methods(baselines, compositor, compositor_missing(size), neural_assets_missing(size)):
         if method.run is None:
             rows.append((method.name, method.missing))
         elif method.task == "composite":

@@ -84,13 +84,15 @@ def test_held_out_scenes_are_consistent_with_the_renderer(held_out):
 
 
 def test_eval_on_four_scenes_prints_every_row(held_out, monkeypatch):
-    """Without the compositor's model (hidden here, as a shipped one would be found): its rows say so; they run
-    in test_small_compositor_node.py."""
+    """Without the small models (hidden here, as shipped ones would be found): their rows say so; they run in
+    test_small_compositor_node.py and test_small_neural_assets_node.py."""
     import diorama.evaluate
     from diorama.evaluate import COLUMNS, evaluate, format_table
 
     monkeypatch.setattr(diorama.evaluate, "compositor_missing",
                         lambda size: "needs a trained model (diorama_compositor.safetensors)")
+    monkeypatch.setattr(diorama.evaluate, "neural_assets_missing",
+                        lambda size: "needs a trained model (diorama_neural_assets.safetensors)")
     scenes, neural_assets = held_out
     rows = dict(evaluate(scenes, neural_assets))
     for name in ("copy-paste", "depth-aware paste"):
@@ -99,6 +101,8 @@ def test_eval_on_four_scenes_prints_every_row(held_out, monkeypatch):
         assert values["PSNR all"] > values["PSNR box"]  # outside the box both paste the background back exactly
         assert 0 <= values["IoU vis."] <= 1
     assert math.isfinite(rows["reuse source frame"]["NA box PSNR"])
+    # The object left where it was: its target box is wrong, the rest nearly right (only its shadow moved).
+    assert rows["reuse source frame"]["NA rest PSNR"] > rows["reuse source frame"]["NA box PSNR"] + 10
     for name in ("learned compositor", "compositor − depth hint", "compositor − identity tokens",
                  "compositor − per-step blending", "learned Neural Assets"):
         assert rows[name].startswith("needs a trained model")
