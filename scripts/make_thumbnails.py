@@ -55,6 +55,10 @@ def main() -> int:
             tiny_imprint.write_example_models(base / "models")
             tiny_person.write_example_models(base / "models")
             tiny_locate.write_example_models(base / "models" / "LLM")
+            # The learned compositor's TAEF2 is the real one (no tiny version); its model is the one in small_models/.
+            import shared_models
+
+            shared_models.link_taef2(base / "models" / "vae_approx")
         for workflow in sorted((REPO / "example_workflows").glob("*.json")):
             if args.names and workflow.stem not in args.names:
                 continue

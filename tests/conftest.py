@@ -179,6 +179,14 @@ def tiny_person_models(base_dir):
 
 
 @pytest.fixture(scope="session")
+def taef2_models(base_dir):
+    """The real TAEF2 (shared_models) linked into models/vae_approx/ as 'taef2', the name the workflows use."""
+    import shared_models
+
+    return shared_models.link_taef2(base_dir / "models" / "vae_approx")
+
+
+@pytest.fixture(scope="session")
 def tiny_vlm_models(base_dir):
     """Tiny VLMs in models/LLM/ under the example workflows' names; the Qwen2.5-VL one answers a fixed
     box so the workflow parses a real answer end to end (see tiny_locate.py)."""

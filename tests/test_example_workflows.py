@@ -36,9 +36,11 @@ def paste_result(run_prompt, base_dir):
 @pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
 def test_every_example_workflow_runs_and_has_a_thumbnail(path, run_prompt, tiny_sd_models, tiny_depth_models,
                                                          tiny_bifrost_models, tiny_neural_assets_models,
-                                                         tiny_imprint_models, tiny_person_models, tiny_vlm_models):
-    """Workflows load the tiny models written under the names they use; sampling workflows
-    sample 2 steps of a 128² window instead of their 20 steps at 512² (the graph is the same)."""
+                                                         tiny_imprint_models, tiny_person_models, tiny_vlm_models,
+                                                         taef2_models):
+    """Workflows load the tiny models written under the names they use (the learned compositor: the model shipped
+    in small_models/ and the real TAEF2); sampling workflows sample 2 steps of a 128² window instead of their 20
+    steps at 512² (the graph is the same)."""
     report = run_prompt(quick_example_prompt(path.stem))
     assert any(output.get("images") for output in report.outputs.values())
     assert path.with_suffix(".jpg").is_file(), "the template browser shows a same-name .jpg"

@@ -38,7 +38,7 @@ def pytest_runtest_makereport(item, call):
 
 @pytest.fixture(scope="session")
 def frontend_server(base_dir, tmp_path_factory, tiny_sd_models, tiny_depth_models, tiny_bifrost_models,
-                    tiny_neural_assets_models, tiny_imprint_models, tiny_person_models, tiny_vlm_models):
+                    tiny_neural_assets_models, tiny_imprint_models, tiny_person_models, tiny_vlm_models, taef2_models):
     with ComfyServer(base_dir, tmp_path_factory.mktemp("frontend-server"), real_frontend=True) as server:
         post_settings(server.url, QUIET_SETTINGS)
         yield server
