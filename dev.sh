@@ -2,7 +2,7 @@
 # One entry point for working on Diorama: every command first makes sure the host exists
 # (virtual environment with pinned torch, ComfyUI 0.3.75, the pack linked into custom_nodes).
 #
-#   ./dev.sh demo                 composite the bundled scene with the example workflow
+#   ./dev.sh demo                 composite the bundled scene with the shipped small compositor
 #   ./dev.sh test [pytest args]   the test suite (what CI runs)
 #   ./dev.sh bench                the benchmarks in bench/
 #   ./dev.sh run WORKFLOW.json [--set NODE.INPUT=VALUE ...] [--output DIR]
@@ -118,7 +118,7 @@ case "$cmd" in
     setup) setup; log "ready: python $PY, ComfyUI $COMFY_DIR, base $BASE_DIR" ;;
     demo)
         setup
-        exec "$PY" -m diorama.run "$REPO/example_workflows/depth_aware_paste.json" \
+        exec "$PY" -m diorama.run "$REPO/example_workflows/learned_composite.json" \
             --output "$REPO/output" "$@" ;;
     run) setup; exec "$PY" -m diorama.run "$@" ;;
     test) setup; ensure_browser; cd "$REPO"; exec "$PY" -m pytest "$@" ;;

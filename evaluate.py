@@ -76,6 +76,9 @@ OCCLUDED_BELOW = 0.9
 FAR_CLIP = 3.0  # background depth is clipped at this multiple of the placement depth before 8-bit encoding  # visible fraction under which a placement counts as occluded
 README_BEGIN = "<!-- diorama-eval:begin -->"
 README_END = "<!-- diorama-eval:end -->"
+REPRODUCED_SCENES = 4  # --readme also writes the table of the first 4 scenes, which the tests re-measure
+README_FIRST_BEGIN = f"<!-- diorama-eval-first-{REPRODUCED_SCENES}:begin -->"
+README_FIRST_END = f"<!-- diorama-eval-first-{REPRODUCED_SCENES}:end -->"
 COMPOSITOR_MODEL = "diorama_compositor.safetensors"  # in the diorama_small_models folder
 NEURAL_ASSETS_MODEL = "diorama_neural_assets.safetensors"  # in the diorama_small_models folder
 NEURAL_ASSETS_MARGIN_PX = 8.0  # the blend region's margin at 128², as the model was trained
@@ -103,6 +106,9 @@ class EvalScene:
     source_frame: torch.Tensor | None = None  # [H, W, 3] the Neural Assets baseline's frame (None: no such task)
     neural_asset: Asset | None = None  # the moved object at its target pose, source_box in the source frame
     camera: Camera | None = None  # the one camera of a Neural Assets pair (source = target)
+
+
+SceneResults = tuple[str, str, "list[dict[str, float]] | str"]  # (row name, task, per-scene metrics or why none)
 
 
 @dataclass(frozen=True)
@@ -461,8 +467,9 @@ def methods(baselines: Callable[[], dict[str, list[torch.Tensor]]],
     ]
 
 
-def evaluate(scenes: list[EvalScene], neural_assets_scenes: list[EvalScene]) -> list[tuple[str, dict[str, float] | str]]:
-    """(row name, column → mean value) per method, or (row name, why it has no numbers)."""
+def evaluate_per_scene(scenes: list[EvalScene], neural_assets_scenes: list[EvalScene]) -> list[SceneResults]:
+    """Per method: (row name, task, one metrics dict per scene of its task), or (row name, task, why it has no
+    numbers)."""
     cache: dict[str, dict[str, list[torch.Tensor]]] = {}
 
     def baselines() -> dict[str, list[torch.Tensor]]:
@@ -479,17 +486,38 @@ def evaluate(scenes: list[EvalScene], neural_assets_scenes: list[EvalScene]) -> 
     size = scenes[0].truth.shape[0]
     for method in methods(baselines, compositor, compositor_missing(size), neural_assets_missing(size)):
         if method.run is None:
-            rows.append((method.name, method.missing))
+            rows.append((method.name, method.task, method.missing))
         elif method.task == "composite":
             outputs = method.run(scenes)
-            rows.append((method.name, mean_row(scenes, [composite_metrics(s, o) for s, o in zip(scenes, outputs)])))
+            rows.append((method.name, method.task, [composite_metrics(s, o) for s, o in zip(scenes, outputs)]))
         elif not neural_assets_scenes:
-            rows.append((method.name, "no Neural Assets scenes (use --scenes ≥ 2)"))
+            rows.append((method.name, method.task, "no Neural Assets scenes (use --scenes ≥ 2)"))
         else:
             outputs = method.run(neural_assets_scenes)
-            rows.append((method.name, mean_row(neural_assets_scenes, [neural_assets_metrics(s, o)
-                                                                      for s, o in zip(neural_assets_scenes, outputs)])))
+            rows.append((method.name, method.task, [neural_assets_metrics(s, o)
+                                                    for s, o in zip(neural_assets_scenes, outputs)]))
     return rows
+
+
+def summarise(results: list[SceneResults], scenes: list[EvalScene], neural_assets_scenes: list[EvalScene],
+              first: int | None = None) -> list[tuple[str, dict[str, float] | str]]:
+    """Mean rows over all scenes, or over the first `first` compositing scenes and the Neural Assets scenes a
+    run with `--scenes first` has (first − 1): scenes are the same by index whatever the count."""
+    counts = {"composite": first, "neural_assets": None if first is None else first - 1}
+    rows = []
+    for name, task, values in results:
+        if isinstance(values, str):
+            rows.append((name, values))
+        else:
+            task_scenes = scenes if task == "composite" else neural_assets_scenes
+            count = counts[task] if counts[task] is not None else len(values)
+            rows.append((name, mean_row(task_scenes[:count], values[:count])))
+    return rows
+
+
+def evaluate(scenes: list[EvalScene], neural_assets_scenes: list[EvalScene]) -> list[tuple[str, dict[str, float] | str]]:
+    """(row name, column → mean value) per method, or (row name, why it has no numbers)."""
+    return summarise(evaluate_per_scene(scenes, neural_assets_scenes), scenes, neural_assets_scenes)
 
 
 def _cell(value: float | None) -> str:
@@ -512,13 +540,13 @@ def format_table(rows: list[tuple[str, dict[str, float] | str]], scenes: list[Ev
     return "\n".join(lines)
 
 
-def write_readme(readme: Path, table: str) -> None:
+def write_readme(readme: Path, table: str, begin: str = README_BEGIN, end: str = README_END) -> None:
     """Replace the marked block of README.md (it must exist once: the table has one place)."""
     text = readme.read_text()
-    pattern = re.compile(re.escape(README_BEGIN) + r".*?" + re.escape(README_END), re.S)
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
     if len(pattern.findall(text)) != 1:
-        raise ValueError(f"{readme}: expected exactly one block between {README_BEGIN} and {README_END}")
-    readme.write_text(pattern.sub(lambda _: f"{README_BEGIN}\n{table}\n{README_END}", text))
+        raise ValueError(f"{readme}: expected exactly one block between {begin} and {end}")
+    readme.write_text(pattern.sub(lambda _: f"{begin}\n{table}\n{end}", text))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -538,10 +566,16 @@ def main(argv: list[str] | None = None) -> int:
     boot_comfyui()
     started = time.perf_counter()
     scenes, neural_assets_scenes = held_out_scenes(args.scenes, args.size, args.seed)
-    table = format_table(evaluate(scenes, neural_assets_scenes), scenes)
+    results = evaluate_per_scene(scenes, neural_assets_scenes)
+    table = format_table(summarise(results, scenes, neural_assets_scenes), scenes)
     sys.stdout.write(table + f"\n({time.perf_counter() - started:.1f} s)\n")
     if args.readme:
-        write_readme(Path(__file__).resolve().parent / "README.md", table)
+        readme = Path(__file__).resolve().parent / "README.md"
+        write_readme(readme, table)
+        if args.scenes > REPRODUCED_SCENES:
+            first = format_table(summarise(results, scenes, neural_assets_scenes, REPRODUCED_SCENES),
+                                 scenes[:REPRODUCED_SCENES])
+            write_readme(readme, first, README_FIRST_BEGIN, README_FIRST_END)
         sys.stdout.write("wrote the table into README.md\n")
     return 0
 
