@@ -28,7 +28,8 @@ Metrics, all against the target render (the scene with the object really there):
 - NA box PSNR (Neural Assets task: pairs of the same seed, source_mode "moved": one camera, one object moved
   0.3-0.8 m and turned 15-90° between the source and the target render): PSNR in the object's target box
   of the frame the method produces; NA rest PSNR: PSNR outside both of the object's boxes (where it was in
-  the source frame, where it is in the target), i.e. how stable the rest of the scene stays.
+  the source frame, where it is in the target), i.e. how stable the rest of the scene stays; averaged as
+  squared error over scenes (a scene left exact, inf dB, would make a mean of PSNRs infinite).
 
 Baselines run through ComfyUI's executor as graphs of the pack's nodes: copy-paste (Depth-Aware Paste
 without a visible mask, no feather) and depth-aware paste (Depth Fuse → Depth-Aware Paste, 2 px feather);
@@ -411,8 +412,17 @@ def neural_assets_metrics(scene: EvalScene, frame: torch.Tensor) -> dict[str, fl
     return {"NA box PSNR": M.psnr(frame, scene.truth, target_box), "NA rest PSNR": M.psnr(frame, scene.truth, rest)}
 
 
+def psnr_of_mean_error(values: list[float]) -> float:
+    """The PSNR of the scenes' mean squared error (each PSNR back to its MSE): a scene without any error (inf)
+    adds nothing, where a mean of PSNRs would be inf."""
+    error = sum(10 ** (-v / 10) for v in values) / len(values)
+    return math.inf if error == 0 else -10 * math.log10(error)
+
+
 def mean_row(scenes: list[EvalScene], per_scene: list[dict[str, float]]) -> dict[str, float]:
     row = {key: sum(m[key] for m in per_scene) / len(per_scene) for key in per_scene[0]}
+    if "NA rest PSNR" in row:  # often exact for the baseline (only the object's shadow moves out there)
+        row["NA rest PSNR"] = psnr_of_mean_error([m["NA rest PSNR"] for m in per_scene])
     if "IoU vis." in row:
         occluded = [m["IoU vis."] for s, m in zip(scenes, per_scene) if s.visible_fraction < OCCLUDED_BELOW]
         row["IoU occl."] = sum(occluded) / len(occluded) if occluded else math.nan

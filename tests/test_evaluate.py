@@ -134,3 +134,12 @@ def test_readme_block_is_replaced_exactly_once(tmp_path):
     readme.write_text("# no block\n")
     with pytest.raises(ValueError, match="exactly one block"):
         write_readme(readme, "| new |")
+
+
+def test_rest_psnr_averages_squared_errors_so_an_exact_scene_adds_nothing():
+    from diorama.evaluate import psnr_of_mean_error
+
+    # MSEs 1e-2 (20 dB) and 0 (inf) average to 5e-3: 10·log10(200) dB.
+    assert psnr_of_mean_error([20.0, math.inf]) == pytest.approx(10 * math.log10(200))
+    assert psnr_of_mean_error([math.inf, math.inf]) == math.inf
+    assert psnr_of_mean_error([30.0, 30.0]) == pytest.approx(30.0)
