@@ -133,7 +133,9 @@ class SmallNeuralAssetsConditioning(io.ComfyNode):
                                  "from this node's blend_mask or with area 'whole image'")
         batch = source.shape[0]
         concat = neural_assets_concat(vae, pixels, expand_batch(source_box, batch), expand_batch(hint, batch))
-        conditioning = concat_conditioning(concat, expand_batch(blend, batch))
+        blend = expand_batch(blend, batch)
         # The concat starts with the encoded photo itself: the LATENT is those channels (no second encode).
         latent = {"samples": intermediate(concat[:, :LATENT_CHANNELS].clone())}
-        return io.NodeOutput(conditioning, conditioning, latent, intermediate(expand_batch(full_blend, batch)))
+        # Two lists over the same tensors: a node that edits one conditioning in place leaves the other alone.
+        return io.NodeOutput(concat_conditioning(concat, blend), concat_conditioning(concat, blend), latent,
+                             intermediate(expand_batch(full_blend, batch)))
