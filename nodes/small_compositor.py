@@ -1,7 +1,6 @@
 """The conditioning of Diorama's small compositor (issue 9): what its UNet reads besides the noisy latent."""
 from __future__ import annotations
 
-import torch
 from comfy_api.latest import io
 
 from ..loaders.taef2 import LATENT_CHANNELS
