@@ -229,6 +229,16 @@ def build_model(config: SmallModelConfig, state: dict[str, torch.Tensor]) -> com
                                             offload_device=comfy.model_management.unet_offload_device())
 
 
+def read_small_model_state(path: str, config: SmallModelConfig) -> dict[str, torch.Tensor]:
+    """A small model file's UNet weights for a model of `config` (e.g. to train on from them), refused from the
+    header when the file is not a small model or its key/shape layout is not config's UNet."""
+    layout = read_safetensors_layout(path)
+    with safetensors.safe_open(path, framework="pt") as file:
+        read_config(path, file.metadata() or {})
+    check_state_layout(config, {k: v.shape for k, v in layout.items()}, path)
+    return read_safetensors(path)[0]
+
+
 def load_small_model(path: str) -> comfy.model_patcher.ModelPatcher:
     """Check metadata and the key/shape layout from the header, then read the weights and build the MODEL."""
     layout = read_safetensors_layout(path)  # refuses a non-safetensors, truncated or corrupt file by name

@@ -142,3 +142,34 @@ def test_bad_settings_are_named():
         na.SmallNeuralAssetsSettings.from_config({"slots": 4})
     with pytest.raises(ValueError, match="margin_px"):
         na.SmallNeuralAssetsSettings.from_config(recipe_section(margin_px=-1))
+
+
+def test_v_loss_is_the_unet_outputs_error_against_the_textbook_v_target(vae_approx, pairs):
+    """With x_t = x₀ + σε, α = 1/√(1+σ²), s = σ/√(1+σ²): v = αε − s·x₀ (Salimans & Ho). The recipe's v-loss,
+    computed from ComfyUI's denoised output, equals the mean square error of the UNet's raw output against v."""
+    from diorama.training import diffusion
+
+    recipe = new_recipe(prediction="v", mask_weight=1.0)
+    assert recipe.config.model_type == "v_prediction"
+    latents, concat, blend = recipe._encoded(recipe._inputs(pairs[:2]))
+    raw = []
+    hook = recipe.network.register_forward_hook(lambda module, args, output: raw.append(output.detach()))
+    with torch.no_grad():
+        loss = recipe.weighted_loss(latents, concat, blend, torch.Generator().manual_seed(3))
+    hook.remove()
+    noisy, sigma, noise = diffusion.noisy_latents(recipe.unet, latents, torch.Generator().manual_seed(3))
+    sigma = sigma.view(-1, 1, 1, 1)
+    v = noise / (1 + sigma ** 2).sqrt() - sigma / (1 + sigma ** 2).sqrt() * latents
+    torch.testing.assert_close(loss, ((raw[0] - v) ** 2).mean(), rtol=1e-4, atol=1e-6)
+
+
+def test_init_weights_start_from_a_stage_one_export_and_refuse_another_layout(vae_approx, tmp_path):
+    stage_one = new_recipe()
+    exported = stage_one.export(tmp_path)[0]
+    stage_two = new_recipe(prediction="v", init_weights=str(exported))
+    for key, value in stage_one.trainable_state().items():
+        torch.testing.assert_close(stage_two.trainable_state()[key], value, rtol=0, atol=0)
+    with pytest.raises(ValueError, match=str(exported.name)):
+        new_recipe(init_weights=str(exported), model_channels=64)
+    with pytest.raises(ValueError, match="recipe.prediction"):
+        na.SmallNeuralAssetsSettings.from_config(recipe_section(prediction="x0"))

@@ -70,6 +70,8 @@ class SmallCompositorSettings:
     condition_dropout: float = 0.0  # per pair: probability that the hint (and, independently, the reference) is absent
     learning_rate: float = 2e-4
     init_seed: int = 0  # the UNet's initial weights
+    prediction: str = "eps"  # what the UNet outputs: "eps" (noise) or "v" (v-prediction, trained under the v-loss)
+    init_weights: str = ""  # start from this small model file (diorama_small_models/ name or path), not init_seed
 
     @staticmethod
     def from_config(section: dict) -> "SmallCompositorSettings":

@@ -47,6 +47,8 @@ class SmallNeuralAssetsSettings:
     mask_weight: float = 1.0
     learning_rate: float = 2e-4
     init_seed: int = 0
+    prediction: str = "eps"  # what the UNet outputs: "eps" (noise) or "v" (v-prediction, trained under the v-loss)
+    init_weights: str = ""  # start from this small model file (diorama_small_models/ name or path), not init_seed
 
     @staticmethod
     def from_config(section: dict) -> "SmallNeuralAssetsSettings":

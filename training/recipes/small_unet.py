@@ -14,15 +14,22 @@ import comfy.utils
 import torch
 from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 
-from ...loaders.small_model import SmallModelConfig, build_model, parse_config, save_small_model, unet_arguments
+from ...loaders.model_folders import SMALL_MODEL_FOLDER
+from ...loaders.small_model import (SmallModelConfig, build_model, parse_config, read_small_model_state,
+                                    save_small_model, unet_arguments)
 from ...loaders.taef2 import DOWNSCALE, LATENT_CHANNELS, load_taef2, resolve_pair
 from .. import diffusion
 
 CONCAT_KEYS = ("mask", "concat_image")
 
 
+PREDICTIONS = {"eps": "eps", "v": "v_prediction"}  # recipe.prediction → the small model's model_type
+
+
 def check_unet_settings(settings, recipe: str) -> None:
-    """The checks every small-UNet recipe's `recipe:` section needs (image size, width, rates)."""
+    """The checks every small-UNet recipe's `recipe:` section needs (image size, width, rates, prediction)."""
+    if settings.prediction not in PREDICTIONS:
+        raise ValueError(f"{recipe}: recipe.prediction = {settings.prediction!r}; expected one of {sorted(PREDICTIONS)}")
     multiple = DOWNSCALE * 2 ** (len(settings.channel_mult) - 1)
     if settings.image_size < multiple or settings.image_size % multiple:
         raise ValueError(f"recipe.image_size = {settings.image_size}; expected a multiple of {multiple} "
@@ -45,7 +52,7 @@ def conv_unet_config(settings, concat_image_channels: int, recipe: str) -> Small
             "transformer_depth": [0] * (settings.num_res_blocks * levels),
             "transformer_depth_output": [0] * ((settings.num_res_blocks + 1) * levels),
             "transformer_depth_middle": -1, "context_dim": None}
-    return parse_config({"unet": unet, "model_type": "eps", "latent_format": "taef2",
+    return parse_config({"unet": unet, "model_type": PREDICTIONS[settings.prediction], "latent_format": "taef2",
                          "latent_scale": settings.latent_scale, "concat_keys": list(CONCAT_KEYS),
                          "concat_image_channels": concat_image_channels}, f"recipe {recipe}")
 
@@ -83,6 +90,12 @@ def taef2_paths(name: str) -> tuple[str, str]:
     return tuple(diffusion.model_path("vae_approx", part) for part in resolve_pair(name))
 
 
+def weights_path(name: str) -> str:
+    """recipe.init_weights: a file path (absolute, or relative to the working directory: a stage-1 run's export),
+    else a name in the diorama_small_models folder."""
+    return str(Path(name).resolve()) if Path(name).is_file() else diffusion.model_path(SMALL_MODEL_FOLDER, name)
+
+
 def latent_blend_mask(blend: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
     """[B,1,h,w] from pixel masks [B,H,W], as BaseModel.concat_cond makes it at inference (bilinear, rounded)."""
     return comfy.utils.common_upscale(blend[:, None].float(), latents.shape[-1], latents.shape[-2], "bilinear",
@@ -95,7 +108,9 @@ class SmallUNetRecipe:
 
     def __init__(self, settings, config: SmallModelConfig, device: torch.device):
         self.settings, self.config, self.device = settings, config, device
-        self.unet = build_model(config, initial_unet_state(config, settings.init_seed))
+        start = initial_unet_state(config, settings.init_seed) if not settings.init_weights else \
+            read_small_model_state(weights_path(settings.init_weights), config)
+        self.unet = build_model(config, start)
         self.network = self.unet.model.diffusion_model.to(device=device, dtype=torch.float32).requires_grad_(True)
         # Trained weights are the float32 master copy (bf16 comes from the trainer's autocast); on a GPU the
         # loader may have chosen fp16 for inference, and BaseModel casts the UNet's input to this dtype.
@@ -120,11 +135,17 @@ class SmallUNetRecipe:
 
     def weighted_loss(self, latents: torch.Tensor, concat: torch.Tensor, blend: torch.Tensor,
                       generator: torch.Generator) -> torch.Tensor:
-        """ε-prediction MSE with the blend region weighted by settings.mask_weight."""
+        """The prediction's MSE (ε: ‖ε̂ − ε‖² = ‖x̂₀ − x₀‖²/σ²; v: ‖v̂ − v‖² = ‖x̂₀ − x₀‖²·(σ² + 1)/σ², which keeps
+        weight on x̂₀ at high noise, where an ε-model's small errors become large x̂₀ errors), the blend region
+        weighted by settings.mask_weight."""
         noisy, sigma, noise = diffusion.noisy_latents(self.unet, latents, generator)
-        epsilon = diffusion.predicted_noise(self.unet, noisy, sigma, None, concat).float()
         weight = 1 + (self.settings.mask_weight - 1) * blend
-        return (weight * (epsilon - noise) ** 2).mean() / weight.mean()
+        if self.settings.prediction == "eps":
+            epsilon = diffusion.predicted_noise(self.unet, noisy, sigma, None, concat).float()
+            return (weight * (epsilon - noise) ** 2).mean() / weight.mean()
+        denoised = self.unet.model.apply_model(noisy, sigma, c_concat=concat, c_crossattn=None).float()
+        variance = sigma.float().view(-1, 1, 1, 1) ** 2
+        return (weight * (denoised - latents) ** 2 * (variance + 1) / variance).mean() / weight.mean()
 
     def one_step_composites(self, latents: torch.Tensor, concat: torch.Tensor, generator: torch.Generator,
                             targets: torch.Tensor, pixel_blend: torch.Tensor) -> tuple[float, torch.Tensor]:
