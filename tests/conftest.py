@@ -186,6 +186,20 @@ def taef2_models(base_dir):
     return shared_models.link_taef2(base_dir / "models" / "vae_approx")
 
 
+@pytest.fixture
+def small_models_folder(tmp_path, monkeypatch, taef2_models):
+    """A temporary diorama_small_models folder as the only one (the shipped models would otherwise be found)."""
+    import folder_paths
+    from diorama.loaders.model_folders import SMALL_MODEL_FOLDER
+
+    folder = tmp_path / "small_models"
+    folder.mkdir()
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, SMALL_MODEL_FOLDER,
+                        ([str(folder)], folder_paths.folder_names_and_paths[SMALL_MODEL_FOLDER][1]))
+    monkeypatch.setattr(folder_paths, "filename_list_cache", {})
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_vlm_models(base_dir):
     """Tiny VLMs in models/LLM/ under the example workflows' names; the Qwen2.5-VL one answers a fixed

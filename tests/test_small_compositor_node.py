@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 
-import shared_models
 import tiny_sd
 from recipe_runs import rendered_pairs
 from diorama.training.recipes import small_compositor as sc
@@ -20,12 +19,7 @@ RECIPE = {"taef2": "taef2", "image_size": SIZE, "model_channels": 32, "channel_m
 
 
 @pytest.fixture(scope="module")
-def vae_approx(base_dir) -> Path:
-    return shared_models.link_taef2(base_dir / "models" / "vae_approx")
-
-
-@pytest.fixture(scope="module")
-def recipe(vae_approx):
+def recipe(taef2_models):
     return sc.create(RECIPE, torch.device("cpu"), torch.float32)
 
 
@@ -167,7 +161,7 @@ def test_blend_mask_outside_the_window_is_refused(recipe, pairs, node_class):
         conditioning(node_class, recipe.vae, **inputs, window=window)
 
 
-def test_one_ksampler_step_in_the_executor(vae_approx, base_dir, run_prompt):
+def test_one_ksampler_step_in_the_executor(taef2_models, base_dir, run_prompt):
     """Bundled scene → Depth Fuse → the node → Set Latent Noise Mask → KSampler with a random-weight compositor."""
     name = write_random_compositor(base_dir / "models" / "diorama_small_models" / "random_compositor.safetensors")
     prompt = {
@@ -192,27 +186,13 @@ def test_one_ksampler_step_in_the_executor(vae_approx, base_dir, run_prompt):
     assert len(report.outputs["out"]["images"]) == 1
 
 
-@pytest.fixture
-def compositor_folder(tmp_path, monkeypatch, vae_approx):
-    """A temporary diorama_small_models folder as the only one (a shipped model would otherwise be found)."""
-    import folder_paths
-    from diorama.loaders.model_folders import SMALL_MODEL_FOLDER
-
-    folder = tmp_path / "small_models"
-    folder.mkdir()
-    monkeypatch.setitem(folder_paths.folder_names_and_paths, SMALL_MODEL_FOLDER,
-                        ([str(folder)], folder_paths.folder_names_and_paths[SMALL_MODEL_FOLDER][1]))
-    monkeypatch.setattr(folder_paths, "filename_list_cache", {})
-    return folder
-
-
-def test_eval_rows_of_the_compositor_run_on_two_scenes(compositor_folder, monkeypatch):
+def test_eval_rows_of_the_compositor_run_on_two_scenes(small_models_folder, monkeypatch):
     import diorama.evaluate as E
     from diorama.ops.eval_metrics import box_mask
 
     scenes, _ = E.held_out_scenes(2, SIZE)
     assert E.compositor_missing(SIZE) == "needs a trained model (diorama_compositor.safetensors)"
-    write_random_compositor(compositor_folder / E.COMPOSITOR_MODEL)
+    write_random_compositor(small_models_folder / E.COMPOSITOR_MODEL)
     assert E.compositor_missing(SIZE) is None
     assert E.compositor_missing(60) == "needs --size a multiple of 8"
 

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 import torch
 
-import shared_models
 import tiny_sd
 from recipe_runs import rendered_pairs
 from diorama.ops import assets as A
@@ -26,12 +25,7 @@ MOVED = {"kind": "rendered", "source_mode": "moved", "count": 2, "seed": 0}
 
 
 @pytest.fixture(scope="module")
-def vae_approx(base_dir) -> Path:
-    return shared_models.link_taef2(base_dir / "models" / "vae_approx")
-
-
-@pytest.fixture(scope="module")
-def recipe(vae_approx):
+def recipe(taef2_models):
     return na.create(RECIPE, torch.device("cpu"), torch.float32)
 
 
@@ -224,7 +218,7 @@ def test_blend_region_outside_the_window_is_refused(recipe, pairs, node_class):
         conditioning(node_class, recipe.vae, source_image(pair), assets, index, window=window)
 
 
-def test_one_ksampler_step_in_the_executor(vae_approx, base_dir, run_prompt, pairs):
+def test_one_ksampler_step_in_the_executor(taef2_models, base_dir, run_prompt, pairs):
     """Load Image + Assets From JSON → the node → Set Latent Noise Mask → KSampler with a random-weight model →
     VAE Decode → Image Composite Masked through blend_mask: outside the blend region the photo is unchanged."""
     import folder_paths
@@ -254,20 +248,6 @@ def test_one_ksampler_step_in_the_executor(vae_approx, base_dir, run_prompt, pai
     }
     report = run_prompt(prompt)
     assert len(report.outputs["out"]["images"]) == 1
-
-
-@pytest.fixture
-def small_models_folder(tmp_path, monkeypatch, vae_approx):
-    """A temporary diorama_small_models folder as the only one (a shipped model would otherwise be found)."""
-    import folder_paths
-    from diorama.loaders.model_folders import SMALL_MODEL_FOLDER
-
-    folder = tmp_path / "small_models"
-    folder.mkdir()
-    monkeypatch.setitem(folder_paths.folder_names_and_paths, SMALL_MODEL_FOLDER,
-                        ([str(folder)], folder_paths.folder_names_and_paths[SMALL_MODEL_FOLDER][1]))
-    monkeypatch.setattr(folder_paths, "filename_list_cache", {})
-    return folder
 
 
 def test_eval_row_of_the_learned_neural_assets_runs_on_two_scenes(small_models_folder, monkeypatch):

@@ -11,7 +11,6 @@ import pytest
 import safetensors.torch
 import torch
 
-import shared_models
 from recipe_runs import ShortRun, rendered_pairs
 from diorama.training.recipes import small_compositor as sc
 from diorama.training.recipes.small_unet import initial_unet_state
@@ -33,17 +32,12 @@ def new_recipe(**changes):
 
 
 @pytest.fixture(scope="module")
-def vae_approx(base_dir) -> Path:
-    return shared_models.link_taef2(base_dir / "models" / "vae_approx")
-
-
-@pytest.fixture(scope="module")
 def pairs(one_torch_thread) -> list:
     return rendered_pairs(DATA)
 
 
 @pytest.fixture(scope="module")
-def trained(one_torch_thread, vae_approx, pairs, tmp_path_factory):
+def trained(one_torch_thread, taef2_models, pairs, tmp_path_factory):
     out = tmp_path_factory.mktemp("small_compositor")
     return out, RUN.train(new_recipe(), pairs, out)
 
@@ -64,7 +58,7 @@ def test_resume_gives_the_same_next_losses(trained, pairs, tmp_path):
 
 @pytest.mark.parametrize("depth_hint, identity, channels", [(True, True, 32 + 1 + 32 + 1 + 32), (False, True, 97),
                                                              (True, False, 66), (False, False, 65)])
-def test_ablation_switches_change_the_input_channels(depth_hint, identity, channels, vae_approx, pairs):
+def test_ablation_switches_change_the_input_channels(depth_hint, identity, channels, taef2_models, pairs):
     """in = 32 noisy latent + 1 mask + 32 background + (1 depth hint) + (32 reference latent); the recipe's UNet
     and the concat it trains with have them, and the export is named as the evaluation expects the variant."""
     recipe = new_recipe(depth_hint=depth_hint, identity=identity)

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
 
-import shared_models
 from recipe_runs import ShortRun, rendered_pairs
 from diorama.ops import assets as A
 from diorama.ops.asset_render import NEAR_METRES, box_pose_hint
@@ -33,17 +31,12 @@ def new_recipe(**changes):
 
 
 @pytest.fixture(scope="module")
-def vae_approx(base_dir) -> Path:
-    return shared_models.link_taef2(base_dir / "models" / "vae_approx")
-
-
-@pytest.fixture(scope="module")
 def pairs(one_torch_thread) -> list:
     return rendered_pairs(DATA)
 
 
 @pytest.fixture(scope="module")
-def trained(one_torch_thread, vae_approx, pairs, tmp_path_factory):
+def trained(one_torch_thread, taef2_models, pairs, tmp_path_factory):
     out = tmp_path_factory.mktemp("small_neural_assets")
     return out, RUN.train(new_recipe(), pairs, out)
 
@@ -125,7 +118,7 @@ def test_resume_gives_the_same_next_losses(trained, pairs, tmp_path):
     RUN.assert_resume_repeats_the_next_losses(new_recipe, pairs, out, result, tmp_path)
 
 
-def test_concat_holds_the_source_latent_and_the_pose_planes(vae_approx, pairs):
+def test_concat_holds_the_source_latent_and_the_pose_planes(taef2_models, pairs):
     recipe = new_recipe()
     assert recipe.config.unet["in_channels"] == 32 + 1 + 32 + 2
     inputs = recipe._inputs(pairs[:2])
@@ -144,7 +137,7 @@ def test_bad_settings_are_named():
         na.SmallNeuralAssetsSettings.from_config(recipe_section(margin_px=-1))
 
 
-def test_v_loss_is_the_unet_outputs_error_against_the_textbook_v_target(vae_approx, pairs):
+def test_v_loss_is_the_unet_outputs_error_against_the_textbook_v_target(taef2_models, pairs):
     """With x_t = x₀ + σε, α = 1/√(1+σ²), s = σ/√(1+σ²): v = αε − s·x₀ (Salimans & Ho). The recipe's v-loss,
     computed from ComfyUI's denoised output, equals the mean square error of the UNet's raw output against v."""
     from diorama.training import diffusion
@@ -163,7 +156,7 @@ def test_v_loss_is_the_unet_outputs_error_against_the_textbook_v_target(vae_appr
     torch.testing.assert_close(loss, ((raw[0] - v) ** 2).mean(), rtol=1e-4, atol=1e-6)
 
 
-def test_init_weights_start_from_a_stage_one_export_and_refuse_another_layout(vae_approx, tmp_path):
+def test_init_weights_start_from_a_stage_one_export_and_refuse_another_layout(taef2_models, tmp_path):
     stage_one = new_recipe()
     exported = stage_one.export(tmp_path)[0]
     stage_two = new_recipe(prediction="v", init_weights=str(exported))

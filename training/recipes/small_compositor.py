@@ -35,7 +35,7 @@ models up (evaluate.py): `diorama_compositor.safetensors`, or with an ablation s
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -49,40 +49,25 @@ from ...ops.small_compositor_inputs import (absent_hint, absent_reference, conca
 from .. import diffusion
 from ..data.frames import PairedFrames
 from . import register
-from .small_unet import SmallUNetRecipe, check_unet_settings, conv_unet_config, latent_blend_mask
+from .small_unet import SmallUNetRecipe, SmallUNetSettings, conv_unet_config, latent_blend_mask
 
 NAME = "small_compositor"
 
 
 @dataclass(frozen=True)
-class SmallCompositorSettings:
+class SmallCompositorSettings(SmallUNetSettings):
     """The `recipe:` section of a small_compositor config."""
 
-    taef2: str = "taef2"  # vae_approx pair name (Diorama Load Tiny Autoencoder's list), or "ENCODER,DECODER" files
-    image_size: int = 64  # training resolution (multiple of 8 × 2^(levels−1))
-    model_channels: int = 64
-    channel_mult: tuple = (1, 2, 2)
-    num_res_blocks: int = 2
-    latent_scale: float = 1.0  # model space = raw TAEF2 latent × scale
     depth_hint: bool = True  # ablation switch: the fused-depth channel
     identity: bool = True  # ablation switch: the reference latent channels
-    mask_weight: float = 1.0  # loss weight inside the blend region (1 = plain MSE)
     condition_dropout: float = 0.0  # per pair: probability that the hint (and, independently, the reference) is absent
-    learning_rate: float = 2e-4
-    init_seed: int = 0  # the UNet's initial weights
-    prediction: str = "eps"  # what the UNet outputs: "eps" (noise) or "v" (v-prediction, trained under the v-loss)
-    init_weights: str = ""  # start from this small model file (diorama_small_models/ name or path), not init_seed
 
-    @staticmethod
-    def from_config(section: dict) -> "SmallCompositorSettings":
-        names = {f.name for f in fields(SmallCompositorSettings)}
-        if unknown := sorted(set(section) - names):
-            raise ValueError(f"recipe section of {NAME}: unknown keys {unknown}; expected some of {sorted(names)}")
-        settings = SmallCompositorSettings(**{**section, "channel_mult": tuple(section.get("channel_mult", (1, 2, 2)))})
+    @classmethod
+    def from_config(cls, section: dict) -> "SmallCompositorSettings":
+        settings = cls.from_section(section, NAME)
         for name in ("depth_hint", "identity"):
             if not isinstance(getattr(settings, name), bool):
                 raise ValueError(f"recipe.{name} = {getattr(settings, name)!r}; expected true or false")
-        check_unet_settings(settings, NAME)
         if not 0 <= settings.condition_dropout < 1:
             raise ValueError(f"recipe.condition_dropout = {settings.condition_dropout}; expected a probability in [0, 1)")
         return settings

@@ -16,7 +16,7 @@ evaluation command's "learned Neural Assets" row).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +26,7 @@ from ...ops.neural_asset_planes import PosePlanes, neural_assets_concat, pose_pl
 from .. import diffusion
 from ..data.frames import PairedFrames
 from . import register
-from .small_unet import SmallUNetRecipe, check_unet_settings, conv_unet_config, latent_blend_mask
+from .small_unet import SmallUNetRecipe, SmallUNetSettings, conv_unet_config, latent_blend_mask
 
 NAME = "small_neural_assets"
 EXPORT_NAME = "diorama_neural_assets.safetensors"
@@ -34,29 +34,14 @@ CONCAT_IMAGE_CHANNELS = LATENT_CHANNELS + 2
 
 
 @dataclass(frozen=True)
-class SmallNeuralAssetsSettings:
+class SmallNeuralAssetsSettings(SmallUNetSettings):
     """The `recipe:` section of a small_neural_assets config."""
 
-    taef2: str = "taef2"  # vae_approx pair name, or "ENCODER,DECODER" files
-    image_size: int = 64
-    model_channels: int = 64
-    channel_mult: tuple = (1, 2, 2)
-    num_res_blocks: int = 2
-    latent_scale: float = 1.0
     margin_px: int = 8  # the blend rectangle's growth around both boxes (edges, contact shadow)
-    mask_weight: float = 1.0
-    learning_rate: float = 2e-4
-    init_seed: int = 0
-    prediction: str = "eps"  # what the UNet outputs: "eps" (noise) or "v" (v-prediction, trained under the v-loss)
-    init_weights: str = ""  # start from this small model file (diorama_small_models/ name or path), not init_seed
 
-    @staticmethod
-    def from_config(section: dict) -> "SmallNeuralAssetsSettings":
-        names = {f.name for f in fields(SmallNeuralAssetsSettings)}
-        if unknown := sorted(set(section) - names):
-            raise ValueError(f"recipe section of {NAME}: unknown keys {unknown}; expected some of {sorted(names)}")
-        settings = SmallNeuralAssetsSettings(**{**section, "channel_mult": tuple(section.get("channel_mult", (1, 2, 2)))})
-        check_unet_settings(settings, NAME)
+    @classmethod
+    def from_config(cls, section: dict) -> "SmallNeuralAssetsSettings":
+        settings = cls.from_section(section, NAME)
         if settings.margin_px < 0:
             raise ValueError(f"recipe.margin_px = {settings.margin_px}; expected >= 0 pixels")
         return settings

@@ -7,6 +7,7 @@ A recipe subclass sets `name`, `settings`, `config`, `export_name` and implement
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import comfy.ops
@@ -24,6 +25,33 @@ CONCAT_KEYS = ("mask", "concat_image")
 
 
 PREDICTIONS = {"eps": "eps", "v": "v_prediction"}  # recipe.prediction → the small model's model_type
+
+
+@dataclass(frozen=True)
+class SmallUNetSettings:
+    """The `recipe:` keys every small-UNet recipe has; a recipe's settings subclass this with its own."""
+
+    taef2: str = "taef2"  # vae_approx pair name (Diorama Load Tiny Autoencoder's list), or "ENCODER,DECODER" files
+    image_size: int = 64  # training resolution (multiple of 8 × 2^(levels−1))
+    model_channels: int = 64
+    channel_mult: tuple = (1, 2, 2)
+    num_res_blocks: int = 2
+    latent_scale: float = 1.0  # model space = raw TAEF2 latent × scale
+    mask_weight: float = 1.0  # loss weight inside the blend region (1 = plain MSE)
+    learning_rate: float = 2e-4
+    init_seed: int = 0  # the UNet's initial weights
+    prediction: str = "eps"  # what the UNet outputs: "eps" (noise) or "v" (v-prediction, trained under the v-loss)
+    init_weights: str = ""  # start from this small model file (diorama_small_models/ name or path), not init_seed
+
+    @classmethod
+    def from_section(cls, section: dict, recipe: str):
+        """The settings of a `recipe:` section, unknown keys and the shared checks refused by name."""
+        names = {f.name for f in fields(cls)}
+        if unknown := sorted(set(section) - names):
+            raise ValueError(f"recipe section of {recipe}: unknown keys {unknown}; expected some of {sorted(names)}")
+        settings = cls(**{**section, "channel_mult": tuple(section.get("channel_mult", (1, 2, 2)))})
+        check_unet_settings(settings, recipe)
+        return settings
 
 
 def check_unet_settings(settings, recipe: str) -> None:
