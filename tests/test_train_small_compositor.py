@@ -101,8 +101,10 @@ def test_bad_settings_are_named():
 
 
 class CompositorConditioning:
-    """Test-only graph node (the pack has no inference node for this model yet): puts one rendered pair's
-    compositor inputs on the conditioning as ComfyUI's inpaint nodes do (concat_latent_image + concat_mask)."""
+    """Test-only graph node: one rendered pair's training inputs (compositor_inputs, as the recipe computed them) on
+    the conditioning, so the executor samples the export on exactly what it trained on. Diorama Small Compositor
+    Conditioning, which builds them from a graph's images, is checked against the same in
+    test_small_compositor_node.py."""
     pair = None  # set by the test before the prompt runs
 
     @classmethod

@@ -49,7 +49,7 @@ from ...ops.small_compositor_inputs import (absent_hint, absent_reference, conca
 from .. import diffusion
 from ..data.frames import PairedFrames
 from . import register
-from .small_unet import SmallUNetRecipe, SmallUNetSettings, conv_unet_config, latent_blend_mask
+from .small_unet import SmallUNetRecipe, SmallUNetSettings, conv_unet_config
 
 NAME = "small_compositor"
 
@@ -166,16 +166,11 @@ class SmallCompositorRecipe(SmallUNetRecipe):
 
     @torch.no_grad()
     def _encoded(self, inputs: list[CompositorInputs]):
-        """(target latents, concat [mask | model-space concat image], latent-grid blend mask), all on the device."""
-        model = self.unet.model
-        latents = model.process_latent_in(self.vae.encode(torch.stack([i.target for i in inputs])).float())
+        """The batch as the UNet reads it (SmallUNetRecipe.encoded_batch)."""
         raw = concat_latent_image(self.vae, torch.stack([i.background for i in inputs]),
                                   torch.stack([i.hint for i in inputs]) if self.settings.depth_hint else None,
                                   torch.stack([i.reference for i in inputs]) if self.settings.identity else None)
-        # As BaseModel.concat_cond at inference: the whole concat_latent_image goes through process_latent_in.
-        mask = latent_blend_mask(torch.stack([i.blend for i in inputs]), latents)
-        concat = torch.cat((mask, model.process_latent_in(raw)), dim=1)
-        return latents.to(self.device), concat.to(self.device), mask.to(self.device)
+        return self.encoded_batch(torch.stack([i.target for i in inputs]), raw, torch.stack([i.blend for i in inputs]))
 
 
 def create(config: dict, device: torch.device, dtype: torch.dtype) -> SmallCompositorRecipe:

@@ -26,7 +26,7 @@ from ...ops.neural_asset_planes import PosePlanes, neural_assets_concat, pose_pl
 from .. import diffusion
 from ..data.frames import PairedFrames
 from . import register
-from .small_unet import SmallUNetRecipe, SmallUNetSettings, conv_unet_config, latent_blend_mask
+from .small_unet import SmallUNetRecipe, SmallUNetSettings, conv_unet_config
 
 NAME = "small_neural_assets"
 EXPORT_NAME = "diorama_neural_assets.safetensors"
@@ -85,15 +85,12 @@ class SmallNeuralAssetsRecipe(SmallUNetRecipe):
 
     @torch.no_grad()
     def _encoded(self, inputs: list[NeuralAssetsInputs]):
-        """(target latents, concat [mask | model-space concat image], latent-grid blend mask) on the device."""
-        model = self.unet.model
-        latents = model.process_latent_in(self.vae.encode(torch.stack([i.target for i in inputs])).float())
+        """The batch as the UNet reads it (SmallUNetRecipe.encoded_batch)."""
         raw = neural_assets_concat(self.vae, torch.stack([i.source for i in inputs]),
                                    torch.stack([i.planes.source_box for i in inputs]),
                                    torch.stack([i.planes.pose_hint for i in inputs]))
-        mask = latent_blend_mask(torch.stack([i.planes.blend for i in inputs]), latents)
-        concat = torch.cat((mask, model.process_latent_in(raw)), dim=1)
-        return latents.to(self.device), concat.to(self.device), mask.to(self.device)
+        return self.encoded_batch(torch.stack([i.target for i in inputs]), raw,
+                                  torch.stack([i.planes.blend for i in inputs]))
 
     def training_loss(self, batch: list[PairedFrames], generator: torch.Generator) -> torch.Tensor:
         return self.weighted_loss(*self._encoded(self._inputs(batch)), generator)

@@ -161,6 +161,18 @@ class SmallUNetRecipe:
     def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
         self.network.load_state_dict(state, strict=True)
 
+    @torch.no_grad()
+    def encoded_batch(self, targets: torch.Tensor, raw_concat: torch.Tensor, blend: torch.Tensor):
+        """(target latents, concat [mask | model-space concat image], latent-grid blend mask) on the device, from
+        target images [B,S,S,3], the raw-TAEF2 concat_latent_image and pixel blend masks [B,S,S]: as
+        BaseModel.concat_cond builds them at inference (the whole concat image through process_latent_in, the
+        mask resized bilinearly and rounded)."""
+        model = self.unet.model
+        latents = model.process_latent_in(self.vae.encode(targets).float())
+        mask = latent_blend_mask(blend, latents)
+        concat = torch.cat((mask, model.process_latent_in(raw_concat)), dim=1)
+        return latents.to(self.device), concat.to(self.device), mask.to(self.device)
+
     def weighted_loss(self, latents: torch.Tensor, concat: torch.Tensor, blend: torch.Tensor,
                       generator: torch.Generator) -> torch.Tensor:
         """The prediction's MSE (ε: ‖ε̂ − ε‖² = ‖x̂₀ − x₀‖²/σ²; v: ‖v̂ − v‖² = ‖x̂₀ − x₀‖²·(σ² + 1)/σ², which keeps
