@@ -120,37 +120,18 @@ class Method:
     missing: str = ""  # why a row without `run` has no numbers
 
 
-def _finite(depth: torch.Tensor) -> torch.Tensor:
-    far = float(depth[torch.isfinite(depth)].max())
-    return torch.where(torch.isfinite(depth), depth, torch.full_like(depth, far))
-
-
-def _clip_box(x0: float, y0: float, x1: float, y1: float, height: int, width: int) -> tuple[int, int, int, int]:
-    box = (max(0, math.floor(x0)), max(0, math.floor(y0)), min(width, math.ceil(x1)), min(height, math.ceil(y1)))
-    if box[2] <= box[0] or box[3] <= box[1]:
-        raise ValueError(f"the object's projected box {x0:.1f},{y0:.1f},{x1:.1f},{y1:.1f} lies outside the image")
-    return box
-
-
 def scene_from_pair(pair) -> EvalScene:
     """An evaluation scene from a rendered PairedFrames (source_mode "object")."""
-    from .ops import assets as A
+    from .training.data.insertion import finite_depth, insertion_of
 
-    pair.require("target.clean_plate", "target.depth", "target.camera", "target.boxes3d", "source.depth")
+    pair.require("target.clean_plate", "source.depth")
     target, source = pair.target, pair.source
-    height, width = target.image.shape[-2:]
-    asset = target.boxes3d[target.instance_ids.index(pair.object_id)]
-    uvd = A.project(A.to_camera(A.box_corners(asset), target.camera), target.camera)
-    box = _clip_box(float(uvd[:, 0].min()) * width, float(uvd[:, 1].min()) * height,
-                    float(uvd[:, 0].max()) * width, float(uvd[:, 1].max()) * height, height, width)
-    centre = A.to_camera(torch.tensor(asset.centre, dtype=torch.float64), target.camera)
-    visible = target.mask_of(pair.object_id)
-    background_depth = torch.where(visible, torch.full_like(target.depth, math.inf), target.depth)
-    reference_mask = source.mask_of(pair.object_id)
+    insertion = insertion_of(pair)
     return EvalScene(
         name=pair.origin, background=target.clean_plate.permute(1, 2, 0), truth=target.image.permute(1, 2, 0),
-        visible=visible, background_depth=_finite(background_depth), reference=source.image.permute(1, 2, 0),
-        reference_mask=reference_mask, reference_depth=_finite(source.depth), box=box, depth=float(centre[2]),
+        visible=target.mask_of(pair.object_id), background_depth=insertion.background_depth,
+        reference=source.image.permute(1, 2, 0), reference_mask=source.mask_of(pair.object_id),
+        reference_depth=finite_depth(source.depth), box=insertion.box, depth=insertion.depth,
         visible_fraction=float(pair.extras["target_visible_fraction"]), source_frame=None)
 
 
@@ -158,6 +139,7 @@ def bundled_scene(width: int, height: int) -> EvalScene:
     """The demo room with the crate behind the table, every layer rendered."""
     from .ops import bundled_scene as room
     from .ops.placement import mask_bounding_box
+    from .training.data.insertion import finite_depth
 
     background, truth = room.render_background(width, height), room.render_truth(width, height)
     alone = room.render_crate_alone(width, height).instance == room.CRATE_INSTANCE
@@ -165,7 +147,7 @@ def bundled_scene(width: int, height: int) -> EvalScene:
     reference, reference_mask, reference_depth = room.render_reference(max(64, height // 2))
     return EvalScene(
         name="bundled room", background=background.rgb, truth=truth.rgb, visible=visible,
-        background_depth=_finite(background.depth), reference=reference, reference_mask=reference_mask > 0.5,
+        background_depth=finite_depth(background.depth), reference=reference, reference_mask=reference_mask > 0.5,
         reference_depth=reference_depth, box=tuple(mask_bounding_box(alone.float())), depth=room.CRATE_TARGET[2],
         visible_fraction=int(visible.sum()) / int(alone.sum()))
 
@@ -272,7 +254,7 @@ def _read_output(report, node: str) -> torch.Tensor:
 def compositor_prompt(index: int, scene: EvalScene, folder: str, files: dict[str, str],
                       depth_scale: dict[str, float]) -> dict:
     """The small compositor's four rows of one scene in one graph (PreviewImage out_<key> per COMPOSITOR_ROWS key):
-    three conditionings (all inputs, no depth hint, no reference), sampled with the placement box as the LATENT's
+    three conditionings (all inputs, no depth (hint and visible mask), no reference), sampled with the placement box as the LATENT's
     noise mask, and the first once more without it; each decoded and pasted onto the background through the box."""
     nodes = {
         **scene_nodes(scene, folder, files, depth_scale),
@@ -282,7 +264,7 @@ def compositor_prompt(index: int, scene: EvalScene, folder: str, files: dict[str
         "noise_mask": {"class_type": "SetLatentNoiseMask", "inputs": {"samples": ["cond_learned", 2], "mask": ["box", 0]}},
     }
     scene_inputs = {"vae": ["vae", 0], "background": ["bg", 0], "blend_mask": ["box", 0]}
-    hint, reference = {"depth_hint": ["fuse", 2]}, {"reference": ["ref", 0], "reference_mask": ["mask", 0]}
+    hint, reference = {"depth_hint": ["fuse", 2], "visible_mask": ["fuse", 1]}, {"reference": ["ref", 0], "reference_mask": ["mask", 0]}
     conditionings = {"learned": {**hint, **reference}, "no_hint": reference, "no_reference": hint}
     for key, inputs in conditionings.items():
         nodes[f"cond_{key}"] = {"class_type": "DioramaSmallCompositorConditioning", "inputs": {**scene_inputs, **inputs}}
@@ -538,14 +520,14 @@ def _cell(value: float | None) -> str:
     return "∞" if math.isinf(value) else f"{value:.3f}" if abs(value) <= 1 else f"{value:.2f}"
 
 
-def format_table(rows: list[tuple[str, dict[str, float] | str]], scenes: list[EvalScene]) -> str:
+def format_table(rows: list[tuple[str, dict[str, float] | str]], scenes: list[EvalScene], seed: int = EVAL_SEED) -> str:
     occluded = sum(s.visible_fraction < OCCLUDED_BELOW for s in scenes)
     lines = [f"| method | {' | '.join(COLUMNS)} |", "|---|" + "---:|" * len(COLUMNS)]
     for name, values in rows:
         cells = [values] + [""] * (len(COLUMNS) - 1) if isinstance(values, str) else [_cell(values.get(c)) for c in COLUMNS]
         lines.append(f"| {name} | {' | '.join(cells)} |")
     size = scenes[0].truth.shape[0]
-    lines.append(f"\n{len(scenes)} held-out scenes at {size}² px (the bundled room + rendered seed {EVAL_SEED}), "
+    lines.append(f"\n{len(scenes)} held-out scenes at {size}² px (the bundled room + rendered seed {seed}), "
                  f"{occluded} occluded (visible < {OCCLUDED_BELOW:.0%}).")
     return "\n".join(lines)
 
@@ -571,20 +553,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.scenes < 1 or args.size < 32:
         sys.stderr.write("error: --scenes must be >= 1 and --size >= 32\n")
         return 2
+    if args.readme and args.seed != EVAL_SEED:
+        sys.stderr.write(f"error: --readme writes the held-out scenes' table (seed {EVAL_SEED}); drop --seed or --readme\n")
+        return 2
     from .runner.boot import boot_comfyui
 
     boot_comfyui()
     started = time.perf_counter()
     scenes, neural_assets_scenes = held_out_scenes(args.scenes, args.size, args.seed)
     results = evaluate_per_scene(scenes, neural_assets_scenes)
-    table = format_table(summarise(results, scenes, neural_assets_scenes), scenes)
+    table = format_table(summarise(results, scenes, neural_assets_scenes), scenes, args.seed)
     sys.stdout.write(table + f"\n({time.perf_counter() - started:.1f} s)\n")
     if args.readme:
         readme = Path(__file__).resolve().parent / "README.md"
         write_readme(readme, table)
         if args.scenes > REPRODUCED_SCENES:
             first = format_table(summarise(results, scenes, neural_assets_scenes, REPRODUCED_SCENES),
-                                 scenes[:REPRODUCED_SCENES])
+                                 scenes[:REPRODUCED_SCENES], args.seed)
             write_readme(readme, first, README_FIRST_BEGIN, README_FIRST_END)
         sys.stdout.write("wrote the table into README.md\n")
     return 0

@@ -6,8 +6,9 @@ from comfy_api.latest import io
 from ..loaders.taef2 import LATENT_CHANNELS
 from ..ops.checks import as_mask_batch, as_rgb_batch, common_batch, expand_batch, require_nonempty, require_same_size
 from ..ops.composite_window import CompositeWindow, crop_image, crop_plane, require_window_fits
-from ..ops.small_compositor_inputs import (absent_hint, absent_reference, concat_latent_image, grey_where_masked,
-                                           reference_crop)
+from ..ops.object_layer import place_object
+from ..ops.placement import mask_bounding_box
+from ..ops.small_compositor_inputs import absent_hint, absent_reference, concat_latent_image, reference_layer
 from .common import CATEGORY, concat_batch, concat_conditioning, for_each_item, intermediate
 from .composite import WindowSocket
 
@@ -19,8 +20,10 @@ class SmallCompositorConditioning(io.ComfyNode):
             display_name="Diorama Small Compositor Conditioning",
             category=f"{CATEGORY}/composite",
             description="What Diorama's small compositor (Diorama Load Small Model: diorama_compositor) reads: the "
-                        "background with the blend region grey, the blend mask, the depth hint and the object seen "
-                        "from another view, as its training built them. Sample with KSampler (from the latent output, "
+                        "background, the blend mask, Depth Fuse's depth hint and visible mask, and the object seen "
+                        "from another view placed into the blend mask's box as copy-paste places it (its occluded "
+                        "part cut out by the visible mask), as its training built them. Sample with KSampler (from "
+                        "the latent output, "
                         "optionally through Set Latent Noise Mask) or Composite Sample (connect the same window). "
                         "The model reads no text.",
             inputs=[
@@ -31,10 +34,16 @@ class SmallCompositorConditioning(io.ComfyNode):
                                                     "box (Diorama Shape Mask level 0); same size as the background."),
                 io.Image.Input("depth_hint", optional=True,
                                tooltip="The fused depth drawn near = white (Diorama Depth Fuse's depth_hint), same size "
-                                       "as the background. Not connected: the model's 'no hint' input (all 0)."),
+                                       "as the background; needs visible_mask. Not connected: the model's 'no depth' "
+                                       "input (hint all 0, nothing cut out of the placed reference)."),
+                io.Mask.Input("visible_mask", optional=True,
+                              tooltip="Where the placed object is seen (Diorama Depth Fuse's visible_mask), same size "
+                                      "as the background: the placed reference is cut to it."),
                 io.Image.Input("reference", optional=True,
-                               tooltip="The object seen from another view (any size); needs reference_mask. Not "
-                                       "connected: the model's 'no reference' input (all grey)."),
+                               tooltip="The object seen from another view (any size); needs reference_mask. It is "
+                                       "fitted into the blend mask's box standing on its bottom edge, as Diorama "
+                                       "Depth-Aware Paste places it. Not connected: the model's 'no reference' input "
+                                       "(nothing placed)."),
                 io.Mask.Input("reference_mask", optional=True, tooltip="The object's silhouette in the reference."),
                 WindowSocket.Input("window", optional=True,
                                    tooltip="From Diorama Composite Window: every input is cropped and resized to the "
@@ -54,17 +63,21 @@ class SmallCompositorConditioning(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, vae, background, blend_mask, depth_hint=None, reference=None, reference_mask=None,
-                window: CompositeWindow | None = None) -> io.NodeOutput:
+    def execute(cls, vae, background, blend_mask, depth_hint=None, visible_mask=None, reference=None,
+                reference_mask=None, window: CompositeWindow | None = None) -> io.NodeOutput:
         background = as_rgb_batch(background, "background")
         blend = as_mask_batch(blend_mask, "blend_mask")
         require_same_size(background, blend, "background", "blend_mask")
         require_nonempty(blend, "blend_mask")
         sizes = {"background": background.shape[0], "blend_mask": blend.shape[0]}
+        if (depth_hint is None) != (visible_mask is None):
+            raise ValueError("connect both depth_hint and visible_mask (Diorama Depth Fuse's outputs) or neither")
         if depth_hint is not None:
             depth_hint = as_rgb_batch(depth_hint, "depth_hint")
+            visible_mask = as_mask_batch(visible_mask, "visible_mask")
             require_same_size(background, depth_hint, "background", "depth_hint")
-            sizes["depth_hint"] = depth_hint.shape[0]
+            require_same_size(background, visible_mask, "background", "visible_mask")
+            sizes.update(depth_hint=depth_hint.shape[0], visible_mask=visible_mask.shape[0])
         if (reference is None) != (reference_mask is None):
             raise ValueError("connect both reference and reference_mask (the object and its silhouette) or neither")
         if reference is not None:
@@ -97,18 +110,21 @@ class SmallCompositorConditioning(io.ComfyNode):
             raise ValueError("blend_mask lies outside the window (nothing above 0.5 in it): make the window from this "
                              "mask or placement, or with a larger expansion")
         size = tuple(pixels.shape[1:3])
-        hint = None if depth_hint is None else expand_batch(crop_pixels(depth_hint).mean(-1), batch)
+        no_hint = expand_batch(absent_hint(*size)[None], batch)
+        no_colour, no_coverage = (expand_batch(part[None], batch) for part in absent_reference(*size))
+        hint, colour, coverage = no_hint, no_colour, no_coverage
+        if depth_hint is not None:
+            hint = expand_batch(crop_pixels(depth_hint).mean(-1), batch)
         if reference is not None:
             reference, reference_mask = expand_batch(reference, batch), expand_batch(reference_mask, batch)
-            reference = concat_batch(for_each_item(batch, lambda i: reference_crop(reference[i], reference_mask[i],
-                                                                                    size)[None]))
-        masked = grey_where_masked(pixels, blend)
-        no_hint = expand_batch(absent_hint(*size)[None], batch)
-        no_reference = expand_batch(absent_reference(*size)[None], batch)
-        positive = concat_latent_image(vae, masked, no_hint if hint is None else hint,
-                                       no_reference if reference is None else reference)
-        negative = positive if hint is None and reference is None else \
-            concat_latent_image(vae, masked, no_hint, no_reference)
+            layers = for_each_item(batch, lambda i: reference_layer(place_object(
+                reference[i:i + 1], reference_mask[i:i + 1], mask_bounding_box(blend[i]), size)))
+            colour, coverage = concat_batch([c for c, _ in layers]), concat_batch([m for _, m in layers])
+            if visible_mask is not None:
+                coverage = coverage * expand_batch(crop_mask(visible_mask).clamp(0, 1), batch)
+        positive = concat_latent_image(vae, pixels, hint, colour, coverage)
+        negative = positive if depth_hint is None and reference is None else \
+            concat_latent_image(vae, pixels, no_hint, no_colour, no_coverage)
         latent = {"samples": intermediate(vae.encode(pixels))}
         return io.NodeOutput(concat_conditioning(positive, blend), concat_conditioning(negative, blend), latent)
 

@@ -41,8 +41,9 @@ class SmallNeuralAssetsConditioning(io.ComfyNode):
             display_name="Diorama Small Neural Assets Conditioning",
             category=f"{CATEGORY}/neural assets",
             description="What Diorama's small Neural Assets model (Diorama Load Small Model: diorama_neural_assets) "
-                        "reads to move one object of a photo to its 3D box: the photo, the object's box in it and "
-                        "its target 3D box's silhouette, built as its training built them. Sample with Composite "
+                        "reads to move one object of a photo to its 3D box: the photo, the object's box in it, "
+                        "its target 3D box's silhouette and the box's pixels stretched onto that silhouette's "
+                        "rectangle, built as its training built them. Sample with Composite "
                         "Sample (blend_mask + the same window) or KSampler (latent through Set Latent Noise Mask, "
                         "then paste with blend_mask). The model moves objects within one view and reads no text.",
             inputs=[

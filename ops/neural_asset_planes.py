@@ -4,7 +4,8 @@ Neural Assets gives its diffusion model each object's appearance (from its box i
 target 3D pose (box corners) as tokens. The small model has no attention, so both become image planes on the
 target frame's grid: the object's source box as a 0/1 rectangle (where its appearance is, and what must be
 filled in once it has left), and its target 3D box as a pose hint (ops.asset_render.box_pose_hint: the box's
-silhouette holding its nearness). The blend region, the only pixels the edit may change, is the smallest
+silhouette holding its nearness), and the source box's pixels moved onto the target box (moved_appearance).
+The blend region, the only pixels the edit may change, is the smallest
 rectangle holding both, grown by a margin for the edges and the contact shadow.
 
 The training recipe (training/recipes/small_neural_assets.py) and the conditioning node
@@ -19,6 +20,9 @@ import torch.nn.functional as F
 
 from . import assets as A
 from .asset_render import box_pose_hint
+from .composite_window import resize_layers
+from .placement import mask_bounding_box
+from .small_compositor_inputs import GREY
 
 
 @dataclass(frozen=True)
@@ -59,11 +63,31 @@ def pose_planes(asset: A.Asset, camera: A.Camera, margin: int) -> PosePlanes:
     return PosePlanes(source, hint, grown_rectangle(source + hint, margin))
 
 
+def moved_appearance(source: torch.Tensor, source_box: torch.Tensor, pose_hint: torch.Tensor) -> torch.Tensor:
+    """IMAGE [B,H,W,3]: the source frame's pixels inside the object's source box [H,W], stretched onto the
+    rectangle around its target silhouette (pose_hint [H,W] > 0), grey elsewhere; all grey when either plane is
+    empty (e.g. cropped away by a window). The spatial stand-in for Neural Assets' appearance tokens (features
+    RoI-aligned from the source box, read at the target pose): a convolution-only UNet copies what lies where it
+    paints far more easily than it carries it across the frame."""
+    appearance = torch.full_like(source[..., :3], GREY)
+    if not bool((source_box > 0.5).any()) or not bool((pose_hint > 0).any()):
+        return appearance
+    sx0, sy0, sx1, sy1 = mask_bounding_box(source_box)
+    tx0, ty0, tx1, ty1 = mask_bounding_box((pose_hint > 0).float())
+    crop = source[:, sy0:sy1, sx0:sx1, :3].permute(0, 3, 1, 2)
+    appearance[:, ty0:ty1, tx0:tx1] = resize_layers(crop, (ty1 - ty0, tx1 - tx0)).clamp(0, 1).permute(0, 2, 3, 1)
+    return appearance
+
+
 @torch.no_grad()
 def neural_assets_concat(vae, source: torch.Tensor, source_box: torch.Tensor, pose_hint: torch.Tensor) -> torch.Tensor:
     """The conditioning's `concat_latent_image`, raw latent units: [source latent (32) | source box (1) | pose hint
-    (1)], the planes area-averaged to the latent grid. source IMAGE [B,H,W,3], planes [B,H,W]; H, W multiples of
-    the VAE's latent factor. `vae` is anything with ComfyUI's VAE.encode."""
+    (1) | moved appearance latent (32)], the planes area-averaged to the latent grid. source IMAGE [B,H,W,3],
+    planes [B,H,W] (one object's: the same for every batch item); H, W multiples of the VAE's latent factor.
+    `vae` is anything with ComfyUI's VAE.encode."""
     latent = vae.encode(source[..., :3]).float()
     planes = torch.stack((source_box, pose_hint), dim=1).float().to(latent.device)
-    return torch.cat((latent, F.avg_pool2d(planes, source.shape[1] // latent.shape[-2])), dim=1)
+    appearance = torch.cat([moved_appearance(source[i:i + 1], source_box[i], pose_hint[i])
+                            for i in range(source.shape[0])])
+    return torch.cat((latent, F.avg_pool2d(planes, source.shape[1] // latent.shape[-2]),
+                      vae.encode(appearance).float()), dim=1)

@@ -108,7 +108,16 @@ def test_eval_on_four_scenes_prints_every_row(held_out, monkeypatch):
         assert rows[name].startswith("needs a trained model")
     table = format_table(list(rows.items()), scenes)
     assert table.splitlines()[0] == f"| method | {' | '.join(COLUMNS)} |"
-    assert "4 held-out scenes at 64² px" in table
+    assert "4 held-out scenes at 64² px (the bundled room + rendered seed 90001)" in table
+    assert "rendered seed 1)" in format_table(list(rows.items()), scenes, seed=1)
+
+
+def test_readme_is_only_written_from_the_held_out_seed(capsys):
+    """A table of validation scenes (--seed 1) must not land in the README, which claims held-out numbers."""
+    from diorama.evaluate import main
+
+    assert main(["--seed", "1", "--readme"]) == 2
+    assert "--readme writes the held-out scenes' table (seed 90001)" in capsys.readouterr().err
 
 
 def test_copy_paste_ignores_occlusion_that_depth_aware_paste_respects():

@@ -19,10 +19,10 @@ from diorama.training.recipes import small_compositor, small_neural_assets
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "small_models"
-MODELS = {  # file stem → (training config of its last stage, the recipe's config builder, example workflow)
-    "diorama_compositor": ("small_compositor_v", lambda recipe: small_compositor.model_config(
+MODELS = {  # file stem → (training config, the recipe's config builder, example workflow)
+    "diorama_compositor": ("small_compositor", lambda recipe: small_compositor.model_config(
         small_compositor.SmallCompositorSettings.from_config(recipe)), "learned_composite"),
-    "diorama_neural_assets": ("small_neural_assets_v", lambda recipe: small_neural_assets.conv_unet_config(
+    "diorama_neural_assets": ("small_neural_assets", lambda recipe: small_neural_assets.conv_unet_config(
         small_neural_assets.SmallNeuralAssetsSettings.from_config(recipe), small_neural_assets.CONCAT_IMAGE_CHANNELS,
         small_neural_assets.NAME), "learned_neural_assets"),
 }
@@ -43,8 +43,6 @@ def test_shipped_model_fits_its_card_and_its_training_config(stem):
     run = load_config(REPO / "training" / "configs" / f"{config_name}.yaml")
     assert f"training/configs/{config_name}.yaml" in card
     assert f"{run.train.steps} steps" in card and f"seed {run.train.seed}" in card
-    first_stage = load_config(REPO / "training" / "configs" / f"{config_name.removesuffix('_v')}.yaml")
-    assert f"training/configs/{config_name.removesuffix('_v')}.yaml" in card and f"{first_stage.train.steps} steps" in card
     with safe_open(str(path), "pt") as file:
         stored = read_config(str(path), file.metadata())
     assert json.loads(stored.to_json()) == json.loads(build(run.recipe).to_json())

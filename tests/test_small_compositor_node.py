@@ -25,11 +25,11 @@ def recipe(taef2_models):
 
 @pytest.fixture(scope="module")
 def pairs(one_torch_thread) -> list:
-    return rendered_pairs({"kind": "rendered", "count": 2, "size": SIZE, "seed": 0})
+    return rendered_pairs({"kind": "rendered", "source_mode": "object", "count": 2, "size": SIZE, "seed": 0})
 
 
 def write_random_compositor(path: Path, seed: int = 0) -> str:
-    """A compositor of the recipe's layout (65 concat-image channels) with random weights everywhere (the recipe's
+    """A compositor of the recipe's layout (66 concat-image channels) with random weights everywhere (the recipe's
     own initial weights have zero output layers, which would predict ε = 0 whatever the inputs)."""
     import comfy.ops
     from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
@@ -42,21 +42,32 @@ def write_random_compositor(path: Path, seed: int = 0) -> str:
     return path.name
 
 
-def node_inputs(pairs: list) -> dict:
-    """The raw frames of rendered pairs as a graph would give them: the target's clean frame as background (the
-    node greys the blend region), the box of the object's visible pixels as blend mask, the fused-depth hint image,
-    the source frame and the object's mask there."""
-    from diorama.ops.depth_map import DepthMap, depth_hint
+def node_inputs(node_class, pairs: list) -> dict:
+    """Rendered pairs as the evaluation's graph gives them: the target's clean plate as background, the box of the
+    object's projected 3D box as blend mask, Diorama Placement From Box at its centre depth and Diorama Depth
+    Fuse's depth hint and visible mask (one pair per call: Depth Fuse scales a batch's hints together), the
+    source frame and the object's mask there."""
+    from diorama.ops.depth_map import DepthMap
     from diorama.ops.eval_metrics import box_mask
-    from diorama.ops.placement import mask_bounding_box
+    from diorama.training.data.insertion import finite_depth, insertion_of
 
-    def blend(pair) -> torch.Tensor:
-        return box_mask(mask_bounding_box(pair.target.mask_of(pair.object_id).float()), SIZE, SIZE).float()
+    def fused(pair) -> tuple[torch.Tensor, torch.Tensor]:
+        insertion = insertion_of(pair)
+        x0, y0, x1, y1 = insertion.box
+        placement = node_class("DioramaPlacementFromBox").execute(
+            pair.target.clean_plate.permute(1, 2, 0)[None], x0, y0, x1, y1, "pixels", "value", insertion.depth,
+            "metric").result[0]
+        _, visible, hint = node_class("DioramaDepthFuse").execute(
+            DepthMap(insertion.background_depth[None], "metric"), DepthMap(finite_depth(pair.source.depth)[None], "metric"),
+            pair.source.mask_of(pair.object_id).float()[None], placement).result
+        return hint, visible
 
+    depth = [fused(p) for p in pairs]
     return {
-        "background": torch.stack([p.target.image.permute(1, 2, 0) for p in pairs]),
-        "blend_mask": torch.stack([blend(p) for p in pairs]),
-        "depth_hint": torch.cat([depth_hint(DepthMap(p.target.depth[None].float(), "metric")) for p in pairs]),
+        "background": torch.stack([p.target.clean_plate.permute(1, 2, 0) for p in pairs]),
+        "blend_mask": torch.stack([box_mask(insertion_of(p).box, SIZE, SIZE).float() for p in pairs]),
+        "depth_hint": torch.cat([hint for hint, _ in depth]),
+        "visible_mask": torch.cat([visible for _, visible in depth]),
         "reference": torch.stack([p.source.image.permute(1, 2, 0) for p in pairs]),
         "reference_mask": torch.stack([p.source.mask_of(p.object_id).float() for p in pairs]),
     }
@@ -75,29 +86,29 @@ def unet_concat(recipe, positive, latent_hw: tuple[int, int], batch: int) -> tor
 
 def test_concat_equals_the_training_concat_of_rendered_pairs(recipe, pairs, node_class):
     """Golden: the recipe's own training path (compositor_inputs → _encoded) for the same two pairs, as one batch."""
-    positive, negative, latent = conditioning(node_class, recipe.vae, **node_inputs(pairs))
+    positive, negative, latent = conditioning(node_class, recipe.vae, **node_inputs(node_class, pairs))
     _, trained, _ = recipe._encoded(recipe._inputs(pairs))
     torch.testing.assert_close(unet_concat(recipe, positive, (8, 8), 2), trained, atol=1e-5, rtol=0)
-    assert positive[0][1]["concat_latent_image"].shape == (2, 65, 8, 8)
-    # The LATENT is the clean background (the region to fill is only grey in the conditioning), no noise mask.
+    assert positive[0][1]["concat_latent_image"].shape == (2, 66, 8, 8)
+    # The LATENT is the background itself, without a noise mask.
     assert set(latent) == {"samples"}
-    torch.testing.assert_close(latent["samples"], recipe.vae.encode(node_inputs(pairs)["background"]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(latent["samples"], recipe.vae.encode(node_inputs(node_class, pairs)["background"]), atol=1e-5, rtol=0)
 
 
 def test_absent_inputs_are_what_condition_dropout_trained(recipe, pairs, node_class):
-    """No hint: the recipe's absent hint (all 0); no reference: its absent reference (all grey) encoded; the
+    """No depth: the recipe's absent hint (all 0); no reference: an all-grey collage with zero coverage; the
     negative has both absent and the positive's background and mask."""
     from diorama.training.recipes.small_compositor import drop_conditions
 
-    inputs = node_inputs(pairs[:1])
+    inputs = node_inputs(node_class, pairs[:1])
     given = {k: inputs[k] for k in ("background", "blend_mask")}
     positive, negative, _ = conditioning(node_class, recipe.vae, **given)
     both_dropped = drop_conditions(recipe._inputs(pairs[:1]), 1.0, torch.Generator().manual_seed(0))
     _, trained, _ = recipe._encoded(both_dropped)
     torch.testing.assert_close(unet_concat(recipe, positive, (8, 8), 1), trained, atol=1e-5, rtol=0)
     concat = positive[0][1]["concat_latent_image"]
-    assert torch.equal(concat[:, 32], torch.zeros_like(concat[:, 32]))
-    torch.testing.assert_close(concat[:, 33:], recipe.vae.encode(torch.full((1, SIZE, SIZE, 3), 0.5)), atol=1e-6, rtol=0)
+    assert torch.equal(concat[:, 32], torch.zeros_like(concat[:, 32])) and torch.equal(concat[:, 65], concat[:, 32])
+    torch.testing.assert_close(concat[:, 33:65], recipe.vae.encode(torch.full((1, SIZE, SIZE, 3), 0.5)), atol=1e-6, rtol=0)
 
     full_positive, full_negative, _ = conditioning(node_class, recipe.vae, **inputs)
     torch.testing.assert_close(full_negative[0][1]["concat_latent_image"], concat, atol=1e-6, rtol=0)
@@ -107,18 +118,20 @@ def test_absent_inputs_are_what_condition_dropout_trained(recipe, pairs, node_cl
 
 def test_window_crops_every_input_as_crop_to_window(recipe, pairs, node_class):
     """With a window the node equals the node without one fed Crop To Window's crops (Composite Sample's crop);
-    the reference (another view, not on the background's canvas) is resized to the window's sampling size."""
-    inputs = node_inputs(pairs)
+    the reference (another view, not on the background's canvas) is placed into the cropped blend mask's box."""
+    inputs = node_inputs(node_class, pairs)
     big = {**inputs, **{k: torch.nn.functional.interpolate(inputs[k].movedim(-1, 1), size=(96, 128), mode="bilinear")
                         .movedim(1, -1) for k in ("background", "depth_hint")},
-           "blend_mask": torch.nn.functional.interpolate(inputs["blend_mask"][:, None], size=(96, 128))[:, 0]}
+           **{k: torch.nn.functional.interpolate(inputs[k][:, None], size=(96, 128))[:, 0]
+              for k in ("blend_mask", "visible_mask")}}
     window = node_class("DioramaCompositeWindow").execute(big["background"], 1.6, 64, mask=big["blend_mask"],
                                                           vae=recipe.vae).result[0]
     assert window.sample_hw != (96, 128)
     crop = node_class("DioramaCropToWindow")
     cropped = {"background": crop.execute(window, image=big["background"]).result[0],
                "blend_mask": crop.execute(window, mask=big["blend_mask"]).result[1],
-               "depth_hint": crop.execute(window, image=big["depth_hint"]).result[0]}
+               "depth_hint": crop.execute(window, image=big["depth_hint"]).result[0],
+               "visible_mask": crop.execute(window, mask=big["visible_mask"]).result[1]}
     windowed = conditioning(node_class, recipe.vae, **big, window=window)
     plain = conditioning(node_class, recipe.vae, **{**big, **cropped})
     for index in (0, 1):
@@ -133,24 +146,26 @@ class FourChannelVae:
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"background": torch.rand(2, 60, 64, 3), "blend_mask": torch.ones(2, 60, 64), "depth_hint": None},
-     "multiples of 8"),
+    ({"background": torch.rand(2, 60, 64, 3), "blend_mask": torch.ones(2, 60, 64), "depth_hint": None,
+      "visible_mask": None}, "multiples of 8"),
     ({"blend_mask": torch.ones(1, 32, 32)}, "they must have the same width and height"),
     ({"blend_mask": torch.zeros(1, SIZE, SIZE)}, "blend_mask: mask is empty"),
     ({"depth_hint": torch.rand(1, 32, 32, 3)}, "depth_hint is 32x32 px"),
+    ({"visible_mask": torch.rand(1, 32, 32)}, "visible_mask is 32x32 px"),
+    ({"visible_mask": None}, "connect both depth_hint and visible_mask"),
     ({"reference_mask": None}, "connect both reference and reference_mask"),
     ({"reference_mask": torch.zeros(1, SIZE, SIZE)}, "reference_mask: mask is empty"),
     ({"reference": torch.rand(3, SIZE, SIZE, 3), "reference_mask": torch.ones(3, SIZE, SIZE)}, "batch sizes do not match"),
     ({"vae": FourChannelVae()}, "4-channel latents"),
 ])
 def test_bad_inputs_are_refused_naming_what_is_wrong(recipe, pairs, node_class, change, message):
-    inputs = {"vae": recipe.vae, **node_inputs(pairs), **change}
+    inputs = {"vae": recipe.vae, **node_inputs(node_class, pairs), **change}
     with pytest.raises(ValueError, match=message):
         node_class("DioramaSmallCompositorConditioning").execute(**inputs)
 
 
 def test_blend_mask_outside_the_window_is_refused(recipe, pairs, node_class):
-    inputs = node_inputs(pairs[:1])
+    inputs = node_inputs(node_class, pairs[:1])
     elsewhere = torch.zeros(1, SIZE, SIZE)
     elsewhere[0, :8, :8] = 1
     window = node_class("DioramaCompositeWindow").execute(inputs["background"], 1.0, 32, mask=elsewhere,
@@ -174,7 +189,7 @@ def test_one_ksampler_step_in_the_executor(taef2_models, base_dir, run_prompt):
         "model": {"class_type": "DioramaLoadSmallModel", "inputs": {"model_name": name}},
         "cond": {"class_type": "DioramaSmallCompositorConditioning", "inputs": {
             "vae": ["vae", 0], "background": ["scene", 0], "blend_mask": ["box", 0], "depth_hint": ["fuse", 2],
-            "reference": ["scene", 2], "reference_mask": ["scene", 3]}},
+            "visible_mask": ["fuse", 1], "reference": ["scene", 2], "reference_mask": ["scene", 3]}},
         "noise_mask": {"class_type": "SetLatentNoiseMask", "inputs": {"samples": ["cond", 2], "mask": ["box", 0]}},
         "sample": {"class_type": "KSampler", "inputs": {
             "model": ["model", 0], "positive": ["cond", 0], "negative": ["cond", 1], "latent_image": ["noise_mask", 0],

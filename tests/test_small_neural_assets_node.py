@@ -82,7 +82,7 @@ def test_concat_equals_the_training_concat_of_moved_pairs(recipe, pairs, node_cl
         inputs = recipe._inputs([pair])
         _, trained, _ = recipe._encoded(inputs)
         torch.testing.assert_close(unet_concat(recipe, positive, (8, 8), 1), trained, atol=1e-5, rtol=0)
-        assert positive[0][1]["concat_latent_image"].shape == (1, 34, 8, 8)
+        assert positive[0][1]["concat_latent_image"].shape == (1, 66, 8, 8)
         # The model learned no absent input: the negative is the same inputs (cfg has nothing else to push from).
         for key in ("concat_latent_image", "concat_mask"):
             assert torch.equal(negative[0][1][key], positive[0][1][key])
@@ -144,7 +144,7 @@ def test_whole_image_window_at_the_trained_size_reads_as_the_training_at_that_si
     concat = unet_concat(recipe, positive, (8, 8), 1)
     _, trained, _ = recipe._encoded(recipe._inputs([pair]))
     assert (concat[:, 0] != trained[:, 0]).float().mean() < 0.05  # the latent blend mask
-    assert (concat[:, -2:] - trained[:, -2:]).abs().mean() < 0.02  # source box and pose hint, area-averaged
+    assert (concat[:, 33:35] - trained[:, 33:35]).abs().mean() < 0.02  # source box and pose hint, area-averaged
     cropped = node_class("DioramaCropToWindow").execute(window, image=source_image(big)).result[0]
     torch.testing.assert_close(latent["samples"], recipe.vae.encode(cropped), atol=1e-5, rtol=0)
 

@@ -18,7 +18,7 @@ from diorama.training.recipes.small_unet import initial_unet_state
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 REPO = Path(__file__).resolve().parents[1]
 RUN = ShortRun(steps=20, checkpoint_every=10, batch_size=4)
-DATA = {"kind": "rendered", "count": 8, "size": 64, "seed": 0}
+DATA = {"kind": "rendered", "source_mode": "object", "count": 8, "size": 64, "seed": 0}
 
 
 def recipe_section(**changes) -> dict:
@@ -56,10 +56,10 @@ def test_resume_gives_the_same_next_losses(trained, pairs, tmp_path):
     RUN.assert_resume_repeats_the_next_losses(new_recipe, pairs, out, result, tmp_path)
 
 
-@pytest.mark.parametrize("depth_hint, identity, channels", [(True, True, 32 + 1 + 32 + 1 + 32), (False, True, 97),
+@pytest.mark.parametrize("depth_hint, identity, channels", [(True, True, 32 + 1 + 32 + 1 + 32 + 1), (False, True, 98),
                                                              (True, False, 66), (False, False, 65)])
 def test_ablation_switches_change_the_input_channels(depth_hint, identity, channels, taef2_models, pairs):
-    """in = 32 noisy latent + 1 mask + 32 background + (1 depth hint) + (32 reference latent); the recipe's UNet
+    """in = 32 noisy latent + 1 mask + 32 background + (1 depth hint) + (32 collage latent + 1 coverage); the UNet
     and the concat it trains with have them, and the export is named as the evaluation expects the variant."""
     recipe = new_recipe(depth_hint=depth_hint, identity=identity)
     assert recipe.config.unet["in_channels"] == channels
@@ -74,21 +74,36 @@ def test_ablation_switches_change_the_input_channels(depth_hint, identity, chann
         assert sc.export_name(depth_hint, identity) == f"{expected}.safetensors"
 
 
-def test_inputs_mask_the_blend_region_and_carry_the_reference(pairs):
-    """The background is the target outside the object's box and grey inside; the reference shows the object's
-    source pixels (a colour also present in the source frame's object mask) and grey elsewhere."""
-    pair = pairs[0]
+def test_inputs_place_the_reference_in_the_box_and_cut_it_where_hidden(pairs):
+    """The background is the clean plate (the target wherever the object is not); the blend box holds the
+    object's whole silhouette in the target; the collage shows the object's source colours only inside the box
+    (grey elsewhere) and never where Depth Fuse hides it; the hint is near = white."""
+    for pair in pairs:
+        inputs = sc.compositor_inputs(pair, 64)
+        inside = inputs.blend > 0.5
+        object_pixels = pair.target.mask_of(pair.object_id)
+        assert bool(inside[object_pixels].all())  # the projected 3D box contains the silhouette
+        torch.testing.assert_close(inputs.background, pair.target.clean_plate.permute(1, 2, 0))
+        coverage = inputs.collage_coverage()
+        assert coverage.amax() > 0.5 and not bool((coverage[~inside] > 0).any())
+        assert bool((inputs.coverage >= coverage).all()) and inputs.visible.amin() >= 0 and inputs.visible.amax() <= 1
+        image = sc.collage(inputs.colour, coverage)
+        torch.testing.assert_close(image[coverage == 0], torch.full_like(image[coverage == 0], 0.5))
+        source_colour = pair.source.image[:, pair.source.mask_of(pair.object_id)].mean(1)
+        assert (inputs.colour[inputs.coverage > 0.99].mean(0) - source_colour).abs().amax() < 0.1
+        assert inputs.hint.amin() >= 0 and 0.9 < inputs.hint.amax() <= 1
+
+
+def test_an_object_hidden_in_front_is_cut_out_of_the_collage(pairs):
+    """On the most occluded pair, Depth Fuse cuts part of the placed reference out of the collage, and where it
+    does the target (the object really there) shows something else: what hides it."""
+    pair = min(pairs, key=lambda p: p.extras["target_visible_fraction"])
+    assert pair.extras["target_visible_fraction"] < 0.9  # the data holds an occluded placement
     inputs = sc.compositor_inputs(pair, 64)
-    inside = inputs.blend > 0.5
-    assert inside.any() and (~inside).any()
-    torch.testing.assert_close(inputs.background[inside], torch.full_like(inputs.background[inside], 0.5),
-                               atol=0.02, rtol=0)
-    torch.testing.assert_close(inputs.background[~inside], inputs.target[~inside], atol=0.05, rtol=0)
-    source_colour = pair.source.image[:, pair.source.mask_of(pair.object_id)].mean(1)
-    not_grey = (inputs.reference - 0.5).abs().amax(-1) > 0.05
-    assert not_grey.float().mean() > 0.1
-    assert (inputs.reference[not_grey].mean(0) - source_colour).abs().amax() < 0.15
-    assert inputs.hint.amin() >= 0 and 0.9 < inputs.hint.amax() <= 1  # near = white, normalised
+    cut = (inputs.coverage > 0.99) & (inputs.visible < 0.01)
+    assert cut.any()
+    # ≥ 90%: the reference is another view, so its silhouette placed in the box differs at the edges
+    assert (~pair.target.mask_of(pair.object_id))[cut].float().mean() >= 0.9
 
 
 def test_bad_settings_are_named():
@@ -120,7 +135,7 @@ class CompositorConditioning:
 
         inputs = sc.compositor_inputs(self.pair, 64)
         values = {"concat_latent_image": sc.concat_latent_image(vae, inputs.background[None], inputs.hint[None],
-                                                                inputs.reference[None]),
+                                                                inputs.colour[None], inputs.collage_coverage()[None]),
                   "concat_mask": inputs.blend[None, None]}
         return (node_helpers.conditioning_set_values(positive, values),
                 node_helpers.conditioning_set_values(negative, values))
@@ -176,16 +191,24 @@ def test_shipped_config_reads_and_fits_the_size_limit():
 
 
 def test_condition_dropout_makes_inputs_absent_at_its_rate(pairs):
-    """p = 1: every hint is all 0 and every reference all grey (the evaluation's ablation inputs); p = 0: nothing
-    changes; p = 0.5 over 400 draws: about half of each, independently."""
+    """p = 1: every hint is all 0 with nothing cut from the collage, and nothing is placed (the evaluation's
+    ablation inputs); p = 0: nothing changes; p = 0.5 over 400 draws: about half of each, independently."""
     inputs = [sc.compositor_inputs(pair, 64) for pair in pairs[:2]]
+
+    def no_depth(item) -> bool:
+        return bool((item.hint == 0).all()) and bool((item.visible == 1).all())
+
+    def no_reference(item) -> bool:
+        return bool((item.coverage == 0).all())
+
     dropped = sc.drop_conditions(inputs, 1.0, torch.Generator().manual_seed(0))
-    assert all(bool((d.hint == 0).all()) and bool((d.reference == 0.5).all()) for d in dropped)
+    assert all(no_depth(d) and no_reference(d) for d in dropped)
     assert all(torch.equal(d.background, i.background) for d, i in zip(dropped, inputs))
     kept = sc.drop_conditions(inputs, 0.0, torch.Generator().manual_seed(0))
-    assert all(torch.equal(k.hint, i.hint) and torch.equal(k.reference, i.reference) for k, i in zip(kept, inputs))
+    assert all(torch.equal(k.hint, i.hint) and torch.equal(k.visible, i.visible) and torch.equal(k.coverage, i.coverage)
+               for k, i in zip(kept, inputs))
     many = sc.drop_conditions(inputs * 200, 0.5, torch.Generator().manual_seed(0))
-    no_hint = torch.tensor([bool((d.hint == 0).all()) for d in many])
-    no_reference = torch.tensor([bool((d.reference == 0.5).all()) for d in many])
-    assert 0.4 < no_hint.float().mean() < 0.6 and 0.4 < no_reference.float().mean() < 0.6
-    assert 0.15 < (no_hint & no_reference).float().mean() < 0.35
+    depth_absent = torch.tensor([no_depth(d) for d in many])
+    reference_absent = torch.tensor([no_reference(d) for d in many])
+    assert 0.4 < depth_absent.float().mean() < 0.6 and 0.4 < reference_absent.float().mean() < 0.6
+    assert 0.15 < (depth_absent & reference_absent).float().mean() < 0.35

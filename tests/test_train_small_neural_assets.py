@@ -118,16 +118,43 @@ def test_resume_gives_the_same_next_losses(trained, pairs, tmp_path):
     RUN.assert_resume_repeats_the_next_losses(new_recipe, pairs, out, result, tmp_path)
 
 
-def test_concat_holds_the_source_latent_and_the_pose_planes(taef2_models, pairs):
+def test_concat_holds_the_source_latent_the_pose_planes_and_the_moved_appearance(taef2_models, pairs):
+    from diorama.ops.neural_asset_planes import moved_appearance
+
     recipe = new_recipe()
-    assert recipe.config.unet["in_channels"] == 32 + 1 + 32 + 2
+    assert recipe.config.unet["in_channels"] == 32 + 1 + 32 + 2 + 32
     inputs = recipe._inputs(pairs[:2])
     _, concat, mask = recipe._encoded(inputs)
-    assert concat.shape == (2, 1 + 34, 8, 8)
+    assert concat.shape == (2, 1 + 66, 8, 8)
     torch.testing.assert_close(concat[:, :1], mask)
     planes = torch.stack([i.planes.pose_hint for i in inputs])
-    torch.testing.assert_close(recipe.unet.model.process_latent_out(concat[:, -1:]),
+    torch.testing.assert_close(recipe.unet.model.process_latent_out(concat[:, 34:35]),
                                torch.nn.functional.avg_pool2d(planes[:, None], 8))
+    appearance = torch.cat([moved_appearance(i.source[None], i.planes.source_box, i.planes.pose_hint) for i in inputs])
+    torch.testing.assert_close(recipe.unet.model.process_latent_out(concat[:, 35:]), recipe.vae.encode(appearance),
+                               atol=1e-4, rtol=1e-4)
+
+
+def test_moved_appearance_stretches_the_source_box_onto_the_target_silhouettes_rectangle():
+    """Closed form: a source whose box holds left-red / right-blue halves lands on the target rectangle as the
+    same halves (stretched from 4×4 to 8×12 px), grey elsewhere; an empty plane (window crop) gives all grey."""
+    from diorama.ops.neural_asset_planes import moved_appearance
+
+    source = torch.full((1, 32, 32, 3), 0.2)
+    source[0, 4:8, 4:6] = torch.tensor([1.0, 0.0, 0.0])
+    source[0, 4:8, 6:8] = torch.tensor([0.0, 0.0, 1.0])
+    source_box = torch.zeros(32, 32)
+    source_box[4:8, 4:8] = 1
+    hint = torch.zeros(32, 32)
+    hint[20:28, 10:22] = torch.linspace(0.3, 0.6, 12)  # any nearness > 0 on the silhouette
+    hint[22, 10] = 0  # a hole does not change the rectangle
+    out = moved_appearance(source, source_box, hint)[0]
+    assert torch.equal(out[20:28, 10:15], torch.tensor([1.0, 0.0, 0.0]).expand(8, 5, 3))
+    assert torch.equal(out[20:28, 17:22], torch.tensor([0.0, 0.0, 1.0]).expand(8, 5, 3))
+    outside = torch.ones(32, 32, dtype=torch.bool)
+    outside[20:28, 10:22] = False
+    assert bool((out[outside] == 0.5).all())
+    assert bool((moved_appearance(source, torch.zeros(32, 32), hint) == 0.5).all())
 
 
 def test_bad_settings_are_named():

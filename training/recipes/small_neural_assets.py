@@ -5,11 +5,11 @@ new 3D pose: source frame + the object's target 3D box → target frame.
 Per pair, at `image_size`: the source frame's TAEF2 latent, and the pose planes of ops.neural_asset_planes (the
 object's box in the source frame, its target 3D box's pose hint, the blend region = both boxes' rectangle grown
 by `margin_px`). Concat keys ["mask", "concat_image"]: the blend mask, then `concat_latent_image` =
-[source latent (32) | source box (1) | pose hint (1)], planes area-averaged to the latent grid, in raw TAEF2
-units (ComfyUI applies the model's latent format, as for the compositor). The noise is the target frame's;
+[source latent (32) | source box (1) | pose hint (1) | moved appearance latent (32): the source box's pixels
+stretched onto the target box], planes area-averaged to the latent grid, in raw TAEF2 units (ComfyUI applies the model's latent format, as for the compositor). The noise is the target frame's;
 outside the blend region sampling keeps the source (Composite Sample / Set Latent Noise Mask), which the
-target equals there up to the moved object's shadow. Loss: ε-prediction MSE, the blend region weighted by
-`mask_weight`.
+target equals there up to the moved object's shadow. Loss: ε- or v-prediction MSE (small_unet.weighted_loss),
+the blend region weighted by `mask_weight`.
 
 Export: `diorama_neural_assets.safetensors` (models/diorama_small_models/, Diorama Load Small Model; the
 evaluation command's "learned Neural Assets" row).
@@ -30,7 +30,7 @@ from .small_unet import SmallUNetRecipe, SmallUNetSettings, conv_unet_config
 
 NAME = "small_neural_assets"
 EXPORT_NAME = "diorama_neural_assets.safetensors"
-CONCAT_IMAGE_CHANNELS = LATENT_CHANNELS + 2
+CONCAT_IMAGE_CHANNELS = 2 * LATENT_CHANNELS + 2
 
 
 @dataclass(frozen=True)
