@@ -8,7 +8,7 @@ from ..ops.checks import as_mask_batch, as_rgb_batch, common_batch, expand_batch
 from ..ops.composite_window import CompositeWindow, crop_image, crop_plane, require_window_fits
 from ..ops.object_layer import place_object
 from ..ops.placement import mask_bounding_box
-from ..ops.small_compositor_inputs import absent_hint, absent_reference, concat_latent_image, reference_layer
+from ..ops.small_compositor_inputs import absent_hint, absent_reference, collage, concat_latent_image, reference_layer
 from .common import CATEGORY, concat_batch, concat_conditioning, for_each_item, intermediate
 from .composite import WindowSocket
 
@@ -56,9 +56,10 @@ class SmallCompositorConditioning(io.ComfyNode):
                 io.Conditioning.Output("negative", tooltip="The same background and mask with the depth hint and the "
                                                            "reference absent: cfg 1 never reads it; cfg > 1 pushes the "
                                                            "sample toward the hint and reference."),
-                io.Latent.Output("latent", tooltip="The encoded background (window), without a noise mask: add "
-                                                   "Set Latent Noise Mask with the blend mask to keep the background "
-                                                   "at every step."),
+                io.Latent.Output("latent", tooltip="The background (window) with the placed reference pasted in "
+                                                   "(cut to visible_mask), encoded, without a noise mask: at denoise "
+                                                   "< 1 sampling refines that paste. Add Set Latent Noise Mask with "
+                                                   "the blend mask to keep the background at every step."),
             ],
         )
 
@@ -125,6 +126,6 @@ class SmallCompositorConditioning(io.ComfyNode):
         positive = concat_latent_image(vae, pixels, hint, colour, coverage)
         negative = positive if depth_hint is None and reference is None else \
             concat_latent_image(vae, pixels, no_hint, no_colour, no_coverage)
-        latent = {"samples": intermediate(vae.encode(pixels))}
+        latent = {"samples": intermediate(vae.encode(collage(colour, coverage, pixels)))}
         return io.NodeOutput(concat_conditioning(positive, blend), concat_conditioning(negative, blend), latent)
 

@@ -47,10 +47,11 @@ def reference_layer(placed: PlacedObject) -> tuple[torch.Tensor, torch.Tensor]:
     return colour, placed.canvas_mask()
 
 
-def collage(colour: torch.Tensor, coverage: torch.Tensor) -> torch.Tensor:
-    """IMAGE [...,H,W,3]: the placed colour where coverage [...,H,W] is, grey elsewhere (soft at the edge)."""
+def collage(colour: torch.Tensor, coverage: torch.Tensor, under: torch.Tensor | float = GREY) -> torch.Tensor:
+    """IMAGE [...,H,W,3]: the placed colour where coverage [...,H,W] is, `under` (grey, or an image: the
+    background) elsewhere, soft at the edge."""
     weight = coverage[..., None]
-    return colour * weight + GREY * (1 - weight)
+    return colour * weight + under * (1 - weight)
 
 
 @torch.no_grad()

@@ -90,9 +90,13 @@ def test_concat_equals_the_training_concat_of_rendered_pairs(recipe, pairs, node
     _, trained, _ = recipe._encoded(recipe._inputs(pairs))
     torch.testing.assert_close(unet_concat(recipe, positive, (8, 8), 2), trained, atol=1e-5, rtol=0)
     assert positive[0][1]["concat_latent_image"].shape == (2, 66, 8, 8)
-    # The LATENT is the background itself, without a noise mask.
+    # The LATENT is the background with the collage pasted in (what denoise < 1 starts from), without a noise mask.
     assert set(latent) == {"samples"}
-    torch.testing.assert_close(latent["samples"], recipe.vae.encode(node_inputs(node_class, pairs)["background"]), atol=1e-5, rtol=0)
+    inputs = recipe._inputs(pairs)
+    pasted = torch.stack([sc.collage(i.colour, i.collage_coverage(), i.background) for i in inputs])
+    torch.testing.assert_close(latent["samples"], recipe.vae.encode(pasted), atol=1e-5, rtol=0)
+    background = torch.stack([i.background for i in inputs])
+    assert not torch.allclose(latent["samples"], recipe.vae.encode(background), atol=1e-3)
 
 
 def test_absent_inputs_are_what_condition_dropout_trained(recipe, pairs, node_class):
