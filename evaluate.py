@@ -38,20 +38,20 @@ colours away from the truth, so the two rows differ by occlusion handling alone.
 Neural Assets baseline: the source frame as the target (the object left where it was).
 
 The learned compositor (diorama_compositor.safetensors in the diorama_small_models folder, TAEF2 in
-vae_approx) runs as one graph per scene: Depth Fuse's depth hint → Diorama Small Compositor Conditioning →
-KSampler (SAMPLING_STEPS = 8 euler steps, normal, cfg 1, seed = the scene's index, denoise 1) → VAE Decode → Image Composite
-Masked onto the background through the placement box, so every pixel outside the box is the input's. Its
-rows are the same weights with different inputs (the model learned absent inputs by condition dropout):
-"learned compositor" keeps the background at every step (Set Latent Noise Mask with the box), "− depth hint"
-leaves the hint unconnected, "− identity tokens" the reference, "− per-step blending" samples without the
+vae_approx) runs as one graph per scene: Depth Fuse's depth hint and visible mask → Diorama Small Compositor
+Conditioning → KSampler (SAMPLING_STEPS = 8 euler steps, normal, cfg 1, seed = the scene's index, denoise 1) →
+VAE Decode → Image Composite Masked onto the background through the placement box, so every pixel outside the
+box is the input's. Its rows are the same weights with different inputs (the model learned absent inputs by
+condition dropout): "learned compositor" keeps the background at every step (Set Latent Noise Mask with the
+box), "− depth hint" leaves the hint and the visible mask unconnected, "− identity tokens" the reference, "− per-step blending" samples without the
 noise mask (the final paste only).
 
 The learned Neural Assets model (diorama_neural_assets.safetensors, TAEF2) runs as one graph per scene: Load
 Image (the source frame) + Diorama Assets From JSON (the camera and the moved object at its target pose with
 its box in the source frame) → Diorama Small Neural Assets Conditioning (margin 8 px at 128²) → Set Latent
-Noise Mask (its blend_mask) → KSampler (SAMPLING_STEPS = 8 euler steps, normal, cfg 1, seed = the scene's index) → VAE Decode
-→ Image Composite Masked onto the source frame through the blend_mask. Rows of a model that is not found read
-"needs a trained model".
+Noise Mask (its blend_mask) → KSampler (SAMPLING_STEPS = 8 euler steps, normal, cfg 1, seed = the scene's
+index) → VAE Decode → Image Composite Masked onto the source frame through the blend_mask. Rows of a model
+that is not found read "needs a trained model".
 """
 from __future__ import annotations
 
@@ -260,8 +260,8 @@ def _read_output(report, node: str) -> torch.Tensor:
 def compositor_prompt(index: int, scene: EvalScene, folder: str, files: dict[str, str],
                       depth_scale: dict[str, float]) -> dict:
     """The small compositor's four rows of one scene in one graph (PreviewImage out_<key> per COMPOSITOR_ROWS key):
-    three conditionings (all inputs, no depth (hint and visible mask), no reference), sampled with the placement box as the LATENT's
-    noise mask, and the first once more without it; each decoded and pasted onto the background through the box."""
+    three conditionings (all inputs, no depth (hint and visible mask), no reference), sampled with the placement
+    box as the LATENT's noise mask, and the first once more without it; each decoded and pasted onto the background through the box."""
     nodes = {
         **scene_nodes(scene, folder, files, depth_scale),
         "box": {"class_type": "LoadImageMask", "inputs": {"image": f"{folder}/{files['blend']}", "channel": "red"}},
@@ -280,7 +280,7 @@ def compositor_prompt(index: int, scene: EvalScene, folder: str, files: dict[str
         nodes[f"sample_{key}"] = {"class_type": "KSampler", "inputs": {
             "model": ["model", 0], "positive": [conditioning, 0], "negative": [conditioning, 1],
             "latent_image": [latent, 0 if latent == "noise_mask" else 2], "seed": index, "steps": SAMPLING_STEPS,
-            "cfg": 1.0,            "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}}
+            "cfg": 1.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}}
         nodes[f"decode_{key}"] = {"class_type": "VAEDecode", "inputs": {"samples": [f"sample_{key}", 0], "vae": ["vae", 0]}}
         nodes[f"paste_{key}"] = {"class_type": "ImageCompositeMasked", "inputs": {
             "destination": ["bg", 0], "source": [f"decode_{key}", 0], "x": 0, "y": 0, "resize_source": False,

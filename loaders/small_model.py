@@ -229,23 +229,21 @@ def build_model(config: SmallModelConfig, state: dict[str, torch.Tensor]) -> com
                                             offload_device=comfy.model_management.unet_offload_device())
 
 
-def read_small_model_state(path: str, config: SmallModelConfig) -> dict[str, torch.Tensor]:
-    """A small model file's UNet weights for a model of `config` (e.g. to train on from them), refused from the
-    header when the file is not a small model or its key/shape layout is not config's UNet."""
-    layout = read_safetensors_layout(path)
-    with safetensors.safe_open(path, framework="pt") as file:
-        read_config(path, file.metadata() or {})
-    check_state_layout(config, {k: v.shape for k, v in layout.items()}, path)
-    return read_safetensors(path)[0]
-
-
-def load_small_model(path: str) -> comfy.model_patcher.ModelPatcher:
-    """Check metadata and the key/shape layout from the header, then read the weights and build the MODEL."""
+def read_small_model(path: str, layout_of: SmallModelConfig | None = None) -> tuple[SmallModelConfig, dict[str, torch.Tensor]]:
+    """(the file's config, its UNet weights), after checking the metadata and the key/shape layout from the
+    header: the layout of `layout_of`'s UNet (e.g. a recipe that trains on from the weights), else of the
+    file's own config."""
     layout = read_safetensors_layout(path)  # refuses a non-safetensors, truncated or corrupt file by name
     with safetensors.safe_open(path, framework="pt") as file:
         metadata = file.metadata() or {}
     config = read_config(path, metadata)
-    check_state_layout(config, {k: v.shape for k, v in layout.items()}, path)
+    check_state_layout(layout_of or config, {k: v.shape for k, v in layout.items()}, path)
     state, _ = read_safetensors(path)
+    return config, state
+
+
+def load_small_model(path: str) -> comfy.model_patcher.ModelPatcher:
+    """Check metadata and the key/shape layout from the header, then read the weights and build the MODEL."""
+    config, state = read_small_model(path)
     log.info("small model %s: %s UNet, %d parameters", path, config.model_type, comfy.utils.calculate_parameters(state))
     return build_model(config, state)

@@ -123,9 +123,10 @@ class SmallCompositorConditioning(io.ComfyNode):
             colour, coverage = concat_batch([c for c, _ in layers]), concat_batch([m for _, m in layers])
             if visible_mask is not None:
                 coverage = coverage * expand_batch(crop_mask(visible_mask).clamp(0, 1), batch)
-        positive = concat_latent_image(vae, pixels, hint, colour, coverage)
+        background_latent = vae.encode(pixels)
+        positive = concat_latent_image(vae, background_latent, hint, colour, coverage)
         negative = positive if depth_hint is None and reference is None else \
-            concat_latent_image(vae, pixels, no_hint, no_colour, no_coverage)
+            concat_latent_image(vae, background_latent, no_hint, no_colour, no_coverage)
         latent = {"samples": intermediate(vae.encode(collage(colour, coverage, pixels)))}
         return io.NodeOutput(concat_conditioning(positive, blend), concat_conditioning(negative, blend), latent)
 

@@ -55,23 +55,23 @@ def collage(colour: torch.Tensor, coverage: torch.Tensor, under: torch.Tensor | 
 
 
 @torch.no_grad()
-def concat_latent_image(vae, background: torch.Tensor, hint: torch.Tensor | None,
+def concat_latent_image(vae, background_latent: torch.Tensor, hint: torch.Tensor | None,
                         colour: torch.Tensor | None, coverage: torch.Tensor | None) -> torch.Tensor:
     """The conditioning's `concat_latent_image`, raw latent units: [background latent | depth hint | collage
     latent | coverage], the parts given (a model trained without the depth or the identity input has no
-    channels for it; colour and coverage come together). background/colour IMAGE [B,H,W,3], hint [B,H,W]
-    near = 1, coverage [B,H,W] (already × the visible mask where the depth is given); H and W multiples of
-    the VAE's latent factor. `vae` is anything with ComfyUI's VAE.encode."""
-    latent = vae.encode(background[..., :3]).float()
-    factor = background.shape[1] // latent.shape[-2]
+    channels for it; colour and coverage come together). background_latent: the background's raw TAEF2 latent
+    [B,32,h,w] (encoded once by the caller, who may need it twice); colour IMAGE [B,H,W,3], hint [B,H,W]
+    near = 1, coverage [B,H,W] (already × the visible mask where the depth is given); H and W the latent's
+    times the VAE's factor. `vae` is anything with ComfyUI's VAE.encode."""
+    latent = background_latent.float()
 
     def on_latent_grid(plane: torch.Tensor) -> torch.Tensor:
         # continuous planes are averaged over each latent cell, not sampled
-        return F.avg_pool2d(plane[:, None].float().to(latent.device), factor)
+        return F.avg_pool2d(plane[:, None].float().to(latent.device), plane.shape[-1] // latent.shape[-1])
 
     parts = [latent]
     if hint is not None:
         parts.append(on_latent_grid(hint))
     if colour is not None:
-        parts += [vae.encode(collage(colour, coverage)).float(), on_latent_grid(coverage)]
+        parts += [vae.encode(collage(colour, coverage)).float().to(latent.device), on_latent_grid(coverage)]
     return torch.cat(parts, dim=1)

@@ -134,7 +134,7 @@ class CompositorConditioning:
         import node_helpers
 
         inputs = sc.compositor_inputs(self.pair, 64)
-        values = {"concat_latent_image": sc.concat_latent_image(vae, inputs.background[None], inputs.hint[None],
+        values = {"concat_latent_image": sc.concat_latent_image(vae, vae.encode(inputs.background[None]), inputs.hint[None],
                                                                 inputs.colour[None], inputs.collage_coverage()[None]),
                   "concat_mask": inputs.blend[None, None]}
         return (node_helpers.conditioning_set_values(positive, values),

@@ -44,11 +44,11 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import torch
-import torch.nn.functional as F
 
 from ...loaders.small_model import SmallModelConfig
 from ...loaders.taef2 import LATENT_CHANNELS
 from ...ops.depth_map import DepthMap, depth_hint
+from ...ops.eval_metrics import box_mask
 from ...ops.depth_fuse import fuse_object_depth
 from ...ops.object_layer import place_object
 from ...ops.small_compositor_inputs import absent_hint, absent_reference, collage, concat_latent_image, reference_layer
@@ -56,7 +56,7 @@ from .. import diffusion
 from ..data.insertion import finite_depth, insertion_of
 from ..data.frames import PairedFrames
 from . import register
-from .small_unet import SmallUNetRecipe, SmallUNetSettings, conv_unet_config
+from .small_unet import SmallUNetRecipe, SmallUNetSettings, conv_unet_config, resize_plane
 
 NAME = "small_compositor"
 
@@ -96,18 +96,6 @@ def model_config(settings: SmallCompositorSettings) -> SmallModelConfig:
     """The compositor's small-model config: the shared convolution-only UNet reading the blend mask and the
     concatenated latents of the switched-on inputs."""
     return conv_unet_config(settings, concat_image_channels(settings.depth_hint, settings.identity), NAME)
-
-
-def box_mask(box: tuple[int, int, int, int], height: int, width: int) -> torch.Tensor:
-    x0, y0, x1, y1 = box
-    mask = torch.zeros(height, width)
-    mask[y0:y1, x0:x1] = 1.0
-    return mask
-
-
-def resize_plane(plane: torch.Tensor, size: int, mode: str) -> torch.Tensor:
-    """[H,W] → [size,size]: "nearest" keeps a mask binary, "area" averages a continuous plane."""
-    return F.interpolate(plane[None, None].float(), size=(size, size), mode=mode)[0, 0]
 
 
 @dataclass(frozen=True)
@@ -161,7 +149,7 @@ def compositor_inputs(pair: PairedFrames, size: int) -> CompositorInputs:
     colour, coverage = reference_layer(placed)
     images = diffusion.resize_images(torch.stack((target, pair.target.clean_plate.permute(1, 2, 0), colour[0])), size)
     return CompositorInputs(
-        target=images[0], background=images[1], blend=resize_plane(box_mask(insertion.box, height, width), size, "nearest"),
+        target=images[0], background=images[1], blend=resize_plane(box_mask(insertion.box, height, width).float(), size, "nearest"),
         hint=resize_plane(depth_hint(fused)[0, ..., 0], size, "area"), visible=resize_plane(visible[0], size, "area"),
         colour=images[2], coverage=resize_plane(coverage[0], size, "area"))
 
@@ -196,7 +184,7 @@ class SmallCompositorRecipe(SmallUNetRecipe):
     def _encoded(self, inputs: list[CompositorInputs]):
         """The batch as the UNet reads it (SmallUNetRecipe.encoded_batch)."""
         identity = self.settings.identity
-        raw = concat_latent_image(self.vae, torch.stack([i.background for i in inputs]),
+        raw = concat_latent_image(self.vae, self.vae.encode(torch.stack([i.background for i in inputs])),
                                   torch.stack([i.hint for i in inputs]) if self.settings.depth_hint else None,
                                   torch.stack([i.colour for i in inputs]) if identity else None,
                                   torch.stack([i.collage_coverage() for i in inputs]) if identity else None)

@@ -19,14 +19,13 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import torch
-import torch.nn.functional as F
 
 from ...loaders.taef2 import LATENT_CHANNELS
 from ...ops.neural_asset_planes import PosePlanes, neural_assets_concat, pose_planes
 from .. import diffusion
 from ..data.frames import PairedFrames
 from . import register
-from .small_unet import SmallUNetRecipe, SmallUNetSettings, conv_unet_config
+from .small_unet import SmallUNetRecipe, SmallUNetSettings, conv_unet_config, resize_plane
 
 NAME = "small_neural_assets"
 EXPORT_NAME = "diorama_neural_assets.safetensors"
@@ -56,10 +55,8 @@ class NeuralAssetsInputs:
 
 def resized_planes(planes: PosePlanes, size: int) -> PosePlanes:
     """Masks nearest (they stay 0/1), the pose hint area-averaged (continuous)."""
-    def nearest(plane: torch.Tensor) -> torch.Tensor:
-        return F.interpolate(plane[None, None].float(), size=(size, size), mode="nearest")[0, 0]
-    hint = F.interpolate(planes.pose_hint[None, None], size=(size, size), mode="area")[0, 0]
-    return PosePlanes(nearest(planes.source_box), hint, nearest(planes.blend))
+    return PosePlanes(resize_plane(planes.source_box, size, "nearest"), resize_plane(planes.pose_hint, size, "area"),
+                      resize_plane(planes.blend, size, "nearest"))
 
 
 def neural_assets_inputs(pair: PairedFrames, size: int, margin_px: int) -> NeuralAssetsInputs:

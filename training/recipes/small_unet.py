@@ -13,10 +13,11 @@ from pathlib import Path
 import comfy.ops
 import comfy.utils
 import torch
+import torch.nn.functional as F
 from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 
 from ...loaders.model_folders import SMALL_MODEL_FOLDER
-from ...loaders.small_model import (SmallModelConfig, build_model, parse_config, read_small_model_state,
+from ...loaders.small_model import (SmallModelConfig, build_model, parse_config, read_small_model,
                                     save_small_model, unet_arguments)
 from ...loaders.taef2 import DOWNSCALE, LATENT_CHANNELS, load_taef2, resolve_pair
 from .. import diffusion
@@ -119,9 +120,14 @@ def taef2_paths(name: str) -> tuple[str, str]:
 
 
 def weights_path(name: str) -> str:
-    """recipe.init_weights: a file path (absolute, or relative to the working directory: a stage-1 run's export),
-    else a name in the diorama_small_models folder."""
+    """recipe.init_weights: a file path (absolute, or relative to the working directory: an earlier run's
+    export), else a name in the diorama_small_models folder."""
     return str(Path(name).resolve()) if Path(name).is_file() else diffusion.model_path(SMALL_MODEL_FOLDER, name)
+
+
+def resize_plane(plane: torch.Tensor, size: int, mode: str) -> torch.Tensor:
+    """[H,W] → [size,size]: "nearest" keeps a mask binary, "area" averages a continuous plane."""
+    return F.interpolate(plane[None, None].float(), size=(size, size), mode=mode)[0, 0]
 
 
 def latent_blend_mask(blend: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
@@ -137,7 +143,7 @@ class SmallUNetRecipe:
     def __init__(self, settings, config: SmallModelConfig, device: torch.device):
         self.settings, self.config, self.device = settings, config, device
         start = initial_unet_state(config, settings.init_seed) if not settings.init_weights else \
-            read_small_model_state(weights_path(settings.init_weights), config)
+            read_small_model(weights_path(settings.init_weights), config)[1]
         self.unet = build_model(config, start)
         self.network = self.unet.model.diffusion_model.to(device=device, dtype=torch.float32).requires_grad_(True)
         # Trained weights are the float32 master copy (bf16 comes from the trainer's autocast); on a GPU the
