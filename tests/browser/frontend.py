@@ -89,6 +89,13 @@ def serialize_graph(page: Page) -> dict:
     return page.evaluate("() => window.app.graph.serialize()")
 
 
+def node_rectangles(page: Page) -> dict[int, tuple[float, float, float, float]]:
+    """node id → (x, y, width, height) on the canvas as the frontend draws the node (title bar included),
+    after it has sized the node to its widgets."""
+    return {int(node_id): tuple(rect) for node_id, rect in page.evaluate(
+        "() => window.app.graph.nodes.map((n) => [n.id, [...n.boundingRect]])")}
+
+
 def set_widget(page: Page, node_id: int | str, widget: str, value) -> None:
     """Set a widget of the node with id `node_id` as the user would (value + the widget's callback)."""
     page.evaluate(

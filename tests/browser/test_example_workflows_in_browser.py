@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from diorama.runner.workflow import to_api_prompt
-from frontend import fit_view, graph_to_prompt, load_workflow, run_from_page, save_screenshot, set_widget, without_meta
+from frontend import (fit_view, graph_to_prompt, load_workflow, node_rectangles, run_from_page, save_screenshot, set_widget,
+                      without_meta)
 
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOWS = sorted((REPO / "example_workflows").glob("*.json"))
@@ -46,3 +47,28 @@ def test_example_workflow_converts_and_runs_in_the_browser(path, page, frontend_
     assert saved, "every example workflow saves at least one image"
     for image in saved:
         assert (frontend_server.base_dir / "output" / image["subfolder"] / image["filename"]).is_file(), image
+
+
+def overlapping_nodes(rectangles: dict[int, tuple[float, float, float, float]]) -> list[tuple[int, int]]:
+    """Pairs of node ids whose drawn rectangles share area."""
+    ids = sorted(rectangles)
+    return [(a, b) for i, a in enumerate(ids) for b in ids[i + 1:]
+            if _share_area(rectangles[a], rectangles[b])]
+
+
+def _share_area(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> bool:
+    return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
+
+
+def test_overlapping_nodes_finds_shared_area_only():
+    assert overlapping_nodes({1: (0, 0, 10, 10), 2: (5, 5, 10, 10), 3: (10, 0, 5, 5), 4: (0, 20, 1, 1)}) == [(1, 2)]
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
+def test_example_workflow_nodes_do_not_overlap_in_the_browser(path, page, frontend_server):
+    """A shared workflow opens readable: no node drawn over another once the frontend has sized each to its
+    widgets (the stored sizes can be smaller than the drawn ones)."""
+    load_workflow(page, json.loads(path.read_text()), path.stem)
+    rectangles = node_rectangles(page)
+    assert not overlapping_nodes(rectangles), {pair: (rectangles[pair[0]], rectangles[pair[1]])
+                                               for pair in overlapping_nodes(rectangles)}
