@@ -209,6 +209,24 @@ class SmallModelSettings(comfy.supported_models_base.BASE):
         return False  # concat channels come from the config's concat_keys, not from SD's 9-channel rule
 
 
+class SmallBaseModel(comfy.model_base.BaseModel):
+    """ComfyUI's BaseModel that names a conditioning of the wrong width: a conditioning made for another model
+    (a text encoder's has no concat image, so ComfyUI concatenates the latent itself) would otherwise reach the
+    first convolution as a bare channel-count error."""
+
+    def concat_cond(self, **kwargs):
+        concat = super().concat_cond(**kwargs)
+        expected = concat_channels(self.concat_keys, self.concat_image_channels)
+        given = 0 if concat is None else concat.shape[1]
+        if given != expected:
+            raise ValueError(
+                f"this small model reads {expected} concatenated channels ({' + '.join(self.concat_keys) or 'none'}) "
+                f"but its conditioning gives {given}: connect the positive and negative of the conditioning node made "
+                "for it (Diorama Small Compositor Conditioning for diorama_compositor, Diorama Small Neural Assets "
+                "Conditioning for diorama_neural_assets)")
+        return concat
+
+
 def build_model(config: SmallModelConfig, state: dict[str, torch.Tensor]) -> comfy.model_patcher.ModelPatcher:
     """A ComfyUI MODEL from a checked config and matching weights, placed as ComfyUI places a UNet."""
     settings = SmallModelSettings(config)
@@ -219,8 +237,9 @@ def build_model(config: SmallModelConfig, state: dict[str, torch.Tensor]) -> com
                                                    weight_dtype=comfy.utils.weight_dtype(state))
     settings.set_inference_dtype(unet_dtype, comfy.model_management.unet_manual_cast(
         unet_dtype, load_device, settings.supported_inference_dtypes))
-    model = comfy.model_base.BaseModel(settings, model_type=MODEL_TYPES[config.model_type])
+    model = SmallBaseModel(settings, model_type=MODEL_TYPES[config.model_type])
     model.concat_keys = config.concat_keys
+    model.concat_image_channels = config.concat_image_channels
     # "masked_image" without a mask: an all-zero latent stands for "no known pixels" (SD's constants are 4-channel).
     model.blank_inpaint_image_like = torch.zeros_like
     model = model.to(comfy.model_management.unet_offload_device())

@@ -28,10 +28,16 @@ def render(size: int) -> torch.Tensor:
     return bundled_scene.render_truth(size, size).rgb[None]
 
 
+CONCAT_IMAGE_KEYS = ["mask", "concat_image"]  # as the shipped models, with a 4-channel concat image
+CONCAT_IMAGE_CHANNELS = 4
+
+
 def small_config(concat_keys: list[str] | None = None) -> dict:
-    in_channels = 32 + (33 if concat_keys == INPAINT_KEYS else 0)
-    return {"unet": {**TINY_UNET, "in_channels": in_channels, "out_channels": 32}, "model_type": "eps",
-            "latent_format": "taef2", "latent_scale": 1.35, "concat_keys": concat_keys or []}
+    extra = {None: 0, "inpaint": 33, "concat_image": 1 + CONCAT_IMAGE_CHANNELS}
+    kind = "inpaint" if concat_keys == INPAINT_KEYS else "concat_image" if concat_keys == CONCAT_IMAGE_KEYS else None
+    config = {"unet": {**TINY_UNET, "in_channels": 32 + extra[kind], "out_channels": 32}, "model_type": "eps",
+              "latent_format": "taef2", "latent_scale": 1.35, "concat_keys": concat_keys or []}
+    return {**config, "concat_image_channels": CONCAT_IMAGE_CHANNELS} if kind == "concat_image" else config
 
 
 def random_unet_state(config: dict, seed: int) -> dict[str, torch.Tensor]:
@@ -60,7 +66,7 @@ def small_models(base_dir) -> dict[str, str]:
     folder = base_dir / "models" / "diorama_small_models"
     folder.mkdir(parents=True, exist_ok=True)
     names = {}
-    for kind, keys in (("plain", None), ("inpaint", INPAINT_KEYS)):
+    for kind, keys in (("plain", None), ("inpaint", INPAINT_KEYS), ("concat_image", CONCAT_IMAGE_KEYS)):
         config = small_config(keys)
         save_small_model(str(folder / f"tiny_{kind}.safetensors"), random_unet_state(config, 3), config)
         names[kind] = f"tiny_{kind}.safetensors"
@@ -177,6 +183,17 @@ def test_small_model_samples_one_step_with_ksampler_in_the_executor(small_models
     assert latent["latent_tensor"].shape == (1, 32, 6, 8)
     assert torch.isfinite(latent["latent_tensor"]).all() and latent["latent_tensor"].abs().amax() > 0
     assert len(report.outputs["10"]["images"]) == 1
+
+
+def test_small_model_names_a_conditioning_made_for_another_model(small_models, vae_approx, tiny_sd_models,
+                                                                  run_prompt):
+    """Text conditioning carries no concat image, so ComfyUI concatenates the 32-channel latent (+ the mask
+    channel): the model must say what it reads instead of failing inside its first convolution."""
+    from diorama.runner.execute import WorkflowError
+
+    with pytest.raises(WorkflowError, match=r"reads 5 concatenated channels \(mask \+ concat_image\) but its "
+                                            r"conditioning gives 33: connect the positive and negative"):
+        run_prompt(sampling_prompt(small_models["concat_image"], "taef2", tiny_sd_models["checkpoint"]))
 
 
 def test_small_model_is_a_comfy_model_with_its_config(small_models, node_class):
