@@ -285,7 +285,8 @@ def compositor_prompt(index: int, scene: EvalScene, folder: str, files: dict[str
         nodes[f"sample_{key}"] = {"class_type": "KSampler", "inputs": {
             "model": ["model", 0], "positive": [conditioning, 0], "negative": [conditioning, 1],
             "latent_image": [latent, 0 if latent == "noise_mask" else 2], "seed": index,
-            "steps": COMPOSITOR_SAMPLING_STEPS, "cfg": 1.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}}
+            "steps": COMPOSITOR_SAMPLING_STEPS, "cfg": 1.0, "sampler_name": "euler", "scheduler": "normal",
+            "denoise": 1.0}}
         nodes[f"decode_{key}"] = {"class_type": "VAEDecode", "inputs": {"samples": [f"sample_{key}", 0], "vae": ["vae", 0]}}
         nodes[f"paste_{key}"] = {"class_type": "ImageCompositeMasked", "inputs": {
             "destination": ["bg", 0], "source": [f"decode_{key}", 0], "x": 0, "y": 0, "resize_source": False,

@@ -30,14 +30,16 @@ def render(size: int) -> torch.Tensor:
 
 CONCAT_IMAGE_KEYS = ["mask", "concat_image"]  # as the shipped models, with a 4-channel concat image
 CONCAT_IMAGE_CHANNELS = 4
+IN_CHANNELS = {(): 32, tuple(INPAINT_KEYS): 32 + 1 + 32, tuple(CONCAT_IMAGE_KEYS): 32 + 1 + CONCAT_IMAGE_CHANNELS}
 
 
 def small_config(concat_keys: list[str] | None = None) -> dict:
-    extra = {None: 0, "inpaint": 33, "concat_image": 1 + CONCAT_IMAGE_CHANNELS}
-    kind = "inpaint" if concat_keys == INPAINT_KEYS else "concat_image" if concat_keys == CONCAT_IMAGE_KEYS else None
-    config = {"unet": {**TINY_UNET, "in_channels": 32 + extra[kind], "out_channels": 32}, "model_type": "eps",
-              "latent_format": "taef2", "latent_scale": 1.35, "concat_keys": concat_keys or []}
-    return {**config, "concat_image_channels": CONCAT_IMAGE_CHANNELS} if kind == "concat_image" else config
+    keys = concat_keys or []
+    config = {"unet": {**TINY_UNET, "in_channels": IN_CHANNELS[tuple(keys)], "out_channels": 32}, "model_type": "eps",
+              "latent_format": "taef2", "latent_scale": 1.35, "concat_keys": keys}
+    if "concat_image" in keys:
+        config["concat_image_channels"] = CONCAT_IMAGE_CHANNELS
+    return config
 
 
 def random_unet_state(config: dict, seed: int) -> dict[str, torch.Tensor]:
