@@ -149,7 +149,7 @@ def compositor_inputs(pair: PairedFrames, size: int) -> CompositorInputs:
     colour, coverage = reference_layer(placed)
     images = diffusion.resize_images(torch.stack((target, pair.target.clean_plate.permute(1, 2, 0), colour[0])), size)
     return CompositorInputs(
-        target=images[0], background=images[1], blend=resize_plane(box_mask(insertion.box, height, width).float(), size, "nearest"),
+        target=images[0], background=images[1], blend=resize_plane(box_mask(insertion.box, height, width), size, "nearest"),
         hint=resize_plane(depth_hint(fused)[0, ..., 0], size, "area"), visible=resize_plane(visible[0], size, "area"),
         colour=images[2], coverage=resize_plane(coverage[0], size, "area"))
 
